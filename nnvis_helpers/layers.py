@@ -1,0 +1,278 @@
+"""Finding layers by the names ``print(model)`` shows, and looking inside them with hooks.
+
+Every hook in the course is registered inside a context manager and removed in ``finally``,
+so no helper ever leaves a hook behind, not even when it raises.
+"""
+from __future__ import annotations
+
+import difflib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "LayerNotFoundError",
+    "LayerInfo",
+    "layer_names",
+    "get_layer",
+    "list_layers",
+    "format_layer_table",
+    "capture_activations",
+    "capture_gradients",
+    "count_hooks",
+    "preserve_model_state",
+]
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_load_state_dict_pre_hooks",
+)
+
+
+class LayerNotFoundError(ValueError):
+    """A layer name that the model does not have."""
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Every submodule's name, in the order ``print(model)`` shows them (``"features.28"``)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name`` (as in ``print(model)``); an unknown name lists the closest.
+
+    >>> get_layer(vgg, "features.28")
+    Conv2d(512, 512, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))
+    """
+    if isinstance(name, nn.Module):
+        if any(module is name for module in model.modules()):
+            return name
+        raise LayerNotFoundError("that module is not part of this model; pass a layer name instead.")
+    if not isinstance(name, str):
+        raise TypeError(f"a layer name is a string such as 'features.28', got {type(name).__name__}")
+    if name == "":
+        return model
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        names = layer_names(model)
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+        if not close:  # e.g. 'features.99': suggest the siblings under the same parent
+            parent = name.rsplit(".", 1)[0]
+            close = [n for n in names if n.startswith(parent + ".") and n.count(".") == name.count(".")][:5]
+        hint = f" Closest valid names: {', '.join(repr(n) for n in close)}." if close else ""
+        raise LayerNotFoundError(
+            f"this model has no layer {name!r}.{hint} print(model) or layer_names(model) shows all "
+            f"{len(names)} names."
+        ) from None
+
+
+def _resolve(model: nn.Module, layers: str | Sequence[str]) -> dict[str, nn.Module]:
+    names = [layers] if isinstance(layers, str) else list(layers)
+    if not names:
+        raise ValueError("give at least one layer name.")
+    return {name: get_layer(model, name) for name in names}  # all checked before any hook exists
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One row of the layer table."""
+
+    name: str
+    type: str
+    output_shape: tuple[int, ...] | None
+    parameters: int
+    depth: int
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _first_tensor(output) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (list, tuple)):
+        for item in output:
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+    if isinstance(output, dict):
+        return _first_tensor(list(output.values()))
+    return None
+
+
+def list_layers(
+    model: nn.Module,
+    input_size: tuple[int, ...] = (1, 3, 224, 224),
+    leaves_only: bool = False,
+) -> list[LayerInfo]:
+    """Every layer with its type, output shape (from one forward pass) and parameter count.
+
+    >>> [row.name for row in list_layers(vgg)][:2]
+    ['features', 'features.0']
+    """
+    modules = [(name, module) for name, module in model.named_modules() if name]
+    if leaves_only:
+        modules = [(name, module) for name, module in modules if not any(True for _ in module.children())]
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def recorder(name: str):
+        def hook(_module, _inputs, output):
+            tensor = _first_tensor(output)
+            if tensor is not None and name not in shapes:
+                shapes[name] = tuple(tensor.shape)
+
+        return hook
+
+    with preserve_model_state(model):
+        handles = []
+        try:
+            for name, module in modules:
+                handles.append(module.register_forward_hook(recorder(name)))
+            with torch.no_grad():
+                model(torch.zeros(input_size, device=_model_device(model)))
+        finally:
+            for handle in handles:
+                handle.remove()
+    return [
+        LayerInfo(
+            name=name,
+            type=type(module).__name__,
+            output_shape=shapes.get(name),
+            parameters=sum(p.numel() for p in module.parameters()),
+            depth=name.count(".") + 1,
+        )
+        for name, module in modules
+    ]
+
+
+def format_layer_table(rows: Sequence[LayerInfo]) -> str:
+    """A plain-text table of :func:`list_layers` rows, for ``print``."""
+    header = ("name", "type", "output shape", "parameters")
+    lines = [
+        (row.name, row.type, "x".join(map(str, row.output_shape)) if row.output_shape else "-", f"{row.parameters:,}")
+        for row in rows
+    ]
+    widths = [max(len(str(item)) for item in column) for column in zip(header, *lines)]
+    out = ["  ".join(cell.ljust(width) for cell, width in zip(header, widths))]
+    out.append("  ".join("-" * width for width in widths))
+    out += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in lines]
+    return "\n".join(out)
+
+
+@contextmanager
+def capture_activations(
+    model: nn.Module, layers: str | Sequence[str], detach: bool = True
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of named layers during forward passes inside the ``with`` block.
+
+    The dict fills in as the model runs; a layer called twice keeps its last output.
+    ``detach=False`` keeps the autograd graph, to take gradients of an activation.
+
+    >>> with capture_activations(model, "features.28") as acts:
+    ...     model(images)
+    >>> acts["features.28"].shape
+    torch.Size([1, 512, 14, 14])
+    """
+    modules = _resolve(model, layers)
+    activations: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def recorder(name: str):
+        def hook(_module, _inputs, output):
+            tensor = _first_tensor(output)
+            activations[name] = tensor.detach() if detach and tensor is not None else tensor
+
+        return hook
+
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(recorder(name)))
+        yield activations
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def capture_gradients(model: nn.Module, layers: str | Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record d(loss)/d(output) of named layers for backward passes inside the ``with`` block.
+
+    The outputs must be part of a graph: give the input ``requires_grad_()`` (the models of
+    :func:`load_model` have frozen parameters).
+
+    >>> with capture_gradients(model, "features.28") as grads:
+    ...     model(images.requires_grad_())[0, 281].backward()
+    >>> grads["features.28"].shape
+    torch.Size([1, 512, 14, 14])
+    """
+    modules = _resolve(model, layers)
+    gradients: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def recorder(name: str):
+        def store(grad: torch.Tensor) -> None:
+            gradients[name] = grad.detach()
+
+        def hook(_module, _inputs, output):
+            tensor = _first_tensor(output)
+            if tensor is not None and tensor.requires_grad:
+                tensor.register_hook(store)  # lives and dies with this tensor, not the module
+
+        return hook
+
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(recorder(name)))
+        yield gradients
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def count_hooks(model: nn.Module) -> int:
+    """How many hooks are registered on the model and all its submodules (0 when clean)."""
+    return sum(len(getattr(module, attr, {}) or {}) for module in model.modules() for attr in _HOOK_DICTS)
+
+
+@contextmanager
+def preserve_model_state(model: nn.Module) -> Iterator[nn.Module]:
+    """Whatever happens inside, give the model back as it was.
+
+    Restores every module's ``training`` flag, every parameter's ``requires_grad`` and
+    ``.grad``, and removes hooks registered inside the block (by us or by a library that
+    raised before cleaning up). Weights are not copied: techniques must not change them.
+
+    >>> with preserve_model_state(model):
+    ...     model.train()  # undone on exit
+    """
+    training = [(module, module.training) for module in model.modules()]
+    parameters = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    hooks_before = [
+        (module, attr, set(getattr(module, attr, {}) or {})) for module in model.modules() for attr in _HOOK_DICTS
+    ]
+    try:
+        yield model
+    finally:
+        for module, attr, keys in hooks_before:
+            hooks = getattr(module, attr, None)
+            if hooks:
+                for key in [key for key in hooks if key not in keys]:
+                    del hooks[key]
+        for module, flag in training:
+            module.training = flag
+        for parameter, requires_grad, grad in parameters:
+            parameter.requires_grad_(requires_grad)
+            parameter.grad = grad
