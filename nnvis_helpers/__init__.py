@@ -15,7 +15,7 @@ from .layers import (
     list_layers,
     preserve_model_state,
 )
-from .plotting import normalize_heatmap, overlay_heatmap, plot_predictions, show_heatmap, show_images
+from .plotting import normalize_heatmap, overlay_heatmap, plot_predictions, save_gallery_figure, show_heatmap, show_images
 from .models import OFFLINE_MODEL, ModelInfo, imagenet_labels, load_model, model_info, predict, top_predictions
 
 __version__ = "0.1.0"
@@ -55,6 +55,7 @@ __all__ = [
     "normalize_heatmap",
     "overlay_heatmap",
     "plot_predictions",
+    "save_gallery_figure",
     "show_heatmap",
     "show_images",
 ]

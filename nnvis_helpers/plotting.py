@@ -14,7 +14,7 @@ import torch
 
 from .images import to_numpy
 
-__all__ = ["show_images", "show_heatmap", "overlay_heatmap", "plot_predictions", "normalize_heatmap"]
+__all__ = ["show_images", "show_heatmap", "overlay_heatmap", "plot_predictions", "normalize_heatmap", "save_gallery_figure"]
 
 
 def _as_image_array(image: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -147,3 +147,20 @@ def plot_predictions(predictions: Sequence[tuple[str, float]], ax=None, title: s
     if title:
         ax.set_title(title, fontsize=10)
     return fig
+
+
+def save_gallery_figure(fig, name: str) -> str | None:
+    """Save ``fig`` as ``name.png`` in ``$NNVIS_GALLERY_DIR`` when that is set (``make course``).
+
+    The README's gallery is made this way, by the course itself; otherwise nothing is written.
+    """
+    import os
+    from pathlib import Path
+
+    folder = os.environ.get("NNVIS_GALLERY_DIR")
+    if not folder:
+        return None
+    path = Path(folder) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return str(path)
