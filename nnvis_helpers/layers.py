@@ -178,7 +178,8 @@ def capture_activations(
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record the outputs of named layers during forward passes inside the ``with`` block.
 
-    The dict fills in as the model runs; a layer called twice keeps its last output.
+    The dict fills in as the model runs; a layer called twice keeps its last output. Outputs
+    are copied, so a later in-place operation (``ReLU(inplace=True)``) cannot change them;
     ``detach=False`` keeps the autograd graph, to take gradients of an activation.
 
     >>> with capture_activations(model, "features.28") as acts:
@@ -193,7 +194,11 @@ def capture_activations(
     def recorder(name: str):
         def hook(_module, _inputs, output):
             tensor = _first_tensor(output)
-            activations[name] = tensor.detach() if detach and tensor is not None else tensor
+            if tensor is not None:
+                # Clone: an in-place ReLU after this layer would otherwise overwrite what we stored.
+                # clone() keeps the autograd graph when detach=False.
+                tensor = tensor.detach().clone() if detach else tensor.clone()
+            activations[name] = tensor
 
         return hook
 
