@@ -34,7 +34,7 @@ test-slow: setup
 
 course: setup
 	@mkdir -p build/gallery
-	NNVIS_GALLERY_DIR=build/gallery $(VENV)/bin/jupyter nbconvert --to html --execute \
+	NNVIS_GALLERY_DIR=$(CURDIR)/build/gallery $(VENV)/bin/jupyter nbconvert --to html --execute \
 	  --ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.kernel_name=python3 \
 	  --output-dir build $(NOTEBOOKS)
 	@echo; echo "The course ran. Open the executed notebooks in a browser:"; \

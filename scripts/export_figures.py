@@ -7,6 +7,7 @@ Prints the time of the run and the files written. The notebook file itself is no
 from __future__ import annotations
 
 import base64
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from nbclient import NotebookClient
 
 
 def export(notebook_path: str, out_dir: str, timeout: int = 3600) -> list[Path]:
+    if os.environ.get("NNVIS_GALLERY_DIR"):  # the kernel runs in notebooks/: make the folder absolute
+        os.environ["NNVIS_GALLERY_DIR"] = str(Path(os.environ["NNVIS_GALLERY_DIR"]).resolve())
     notebook = nbformat.read(notebook_path, as_version=4)
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(Path(notebook_path).parent)}})

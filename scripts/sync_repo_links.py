@@ -85,7 +85,7 @@ def sync_readme(path: Path) -> bool:
 
 def main() -> int:
     changed = [p.name for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) if sync_notebook(p)]
-    if sync_readme(ROOT / "README.md"):
+    if (ROOT / "README.md").exists() and sync_readme(ROOT / "README.md"):
         changed.append("README.md")
     print("updated: " + ", ".join(changed) if changed else "everything already points at " + "@".join(course_repo()))
     return 0
