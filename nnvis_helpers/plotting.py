@@ -160,7 +160,14 @@ def save_gallery_figure(fig, name: str) -> str | None:
     folder = os.environ.get("NNVIS_GALLERY_DIR")
     if not folder:
         return None
+    import io
+
+    from PIL import Image
+
     path = Path(folder) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    # A 256-colour palette keeps the README's pictures small (a few hundred KB at most).
+    Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
     return str(path)
