@@ -285,7 +285,8 @@ def top_predictions(model: nn.Module, images: torch.Tensor, k: int = 5) -> list[
     [[('espresso', 0.71)]]
     """
     probabilities = predict(model, images)
-    labels = getattr(model, "info", None).labels if isinstance(getattr(model, "info", None), ModelInfo) else imagenet_labels()
+    info = getattr(model, "info", None)
+    labels = info.labels if isinstance(info, ModelInfo) else imagenet_labels()
     k = min(k, probabilities.shape[1])
     values, indices = probabilities.topk(k, dim=1)
     return [
