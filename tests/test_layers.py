@@ -98,3 +98,26 @@ def test_capture_gradients_before_an_inplace_relu(tiny_cnn):
     relu_grad, conv_grad = grads["features.1"], grads["features.0"]
     assert torch.allclose(conv_grad, relu_grad * (acts["features.0"] > 0))
     assert (acts["features.0"] < 0).any(), "the stored activation must be the value before the ReLU"
+
+
+def test_hundred_captures_do_not_leak(tiny_cnn):
+    """Like pytorch-grad-cam's test: repeated use must not pile up hooks, tensors or closures."""
+    import gc
+
+    x = torch.rand(1, 3, 16, 16, requires_grad=True)
+
+    def one_round():
+        with capture_activations(tiny_cnn, "features.3") as acts, capture_gradients(tiny_cnn, "features.3") as grads:
+            tiny_cnn(x)[0, 1].backward()
+        x.grad = None
+        return acts, grads
+
+    for _ in range(5):
+        one_round()
+    gc.collect()
+    before = len(gc.get_objects())
+    for _ in range(100):
+        one_round()
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100
+    assert count_hooks(tiny_cnn) == 0
