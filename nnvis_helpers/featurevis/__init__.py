@@ -1,0 +1,63 @@
+"""Feature visualization: find the input that excites a unit the most (Olah et al. 2017).
+
+Four parts, as in Lucid: :mod:`.objectives` (what to maximize), :mod:`.param` (how the
+image is made), :mod:`.transforms` (random jitter, scale, rotation) and :mod:`.render`
+(the optimization loop, plus DeepDream).
+
+>>> from nnvis_helpers.featurevis import render, channel
+>>> images = render(model, channel("blocks.3", 5))
+"""
+from .objectives import (
+    INPUT,
+    MODEL_OUTPUT,
+    Objective,
+    as_objective,
+    blur,
+    channel,
+    class_logit,
+    class_probability,
+    direction,
+    diversity,
+    l1,
+    l2,
+    layer,
+    neuron,
+    total_variation,
+)
+from .param import COLOR_CORRELATION, ImageParam, as_param, fourier, pixels
+from .render import ActivationRunner, deepdream, evaluate, render
+from .transforms import as_transform, compose, jitter, pad, random_rotate, random_scale, standard_transforms
+
+__all__ = [
+    "INPUT",
+    "MODEL_OUTPUT",
+    "Objective",
+    "as_objective",
+    "neuron",
+    "channel",
+    "layer",
+    "class_logit",
+    "class_probability",
+    "direction",
+    "diversity",
+    "l1",
+    "l2",
+    "total_variation",
+    "blur",
+    "COLOR_CORRELATION",
+    "ImageParam",
+    "as_param",
+    "pixels",
+    "fourier",
+    "ActivationRunner",
+    "render",
+    "evaluate",
+    "deepdream",
+    "as_transform",
+    "compose",
+    "pad",
+    "jitter",
+    "random_scale",
+    "random_rotate",
+    "standard_transforms",
+]
