@@ -132,8 +132,9 @@ def _num_classes(model: nn.Module, images: torch.Tensor, device: torch.device) -
     count = getattr(info, "num_classes", None)
     if isinstance(count, int):
         return count
-    # a model not made by load_model: one image through it (no gradients) tells the number
-    with torch.no_grad():
+    # a model not made by load_model: one image through it (eval mode, no gradients) tells the number
+    with preserve_model_state(model), torch.no_grad():
+        model.eval()
         return int(model(images[:1].to(device)).shape[1])
 
 
