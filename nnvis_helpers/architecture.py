@@ -631,7 +631,6 @@ def _stages(model: nn.Module, table: LayerTable, max_per_row: int = 7, collapse:
             groups.append((parent, [name]))
 
     stages: list[_Stage] = []
-    n_containers = sum(1 for parent, _ in groups if parent)
     seen_containers = 0
     for parent, names in groups:
         rows = [table.row(n) for n in names]
@@ -654,7 +653,7 @@ def _stages(model: nn.Module, table: LayerTable, max_per_row: int = 7, collapse:
                 else:
                     title = f"{parent}.{piece[0].name.rsplit('.', 1)[1]}–{piece[-1].name.rsplit('.', 1)[1]}"
             else:
-                title = "stem" if not stages else ("head" if seen_containers == n_containers else "top level")
+                title = "stem" if not seen_containers else "head"
             blocks = _collapse(piece) if collapse else [_Block([r.name], [r]) for r in piece]
             stages.append(_Stage(title, blocks))
         if parent:
@@ -773,7 +772,7 @@ def draw_layer_map(
 
     # Data units are inches when we make the figure, so the fonts below fit the blocks as drawn.
     columns = max(len(blocks) for _, blocks, _ in lines)
-    block_w, block_h, gap_x, gap_y, label_w = 1.75, 0.78, 0.22, 0.18, 1.3
+    block_w, block_h, gap_x, gap_y, label_w = 1.75, 0.7, 0.22, 0.16, 1.3
     width = label_w + columns * (block_w + gap_x) - gap_x + 0.05
     height = len(lines) * (block_h + gap_y) - gap_y + 0.1
     title_h, legend_h = 0.55, 0.35
@@ -883,21 +882,22 @@ def describe_layer(
             if block.contains(layer):
                 inside = "" if layer in block.names else f", inside block {block.label()!r}"
                 place = f"stage {index + 1} of {len(stages)} ({stage.title}), block {block_index + 1} of {len(stage.blocks)}{inside}"
-    lines = [
-        f"layer          {row.name!r}  (pass this name to the other helpers)",
-        f"type           {row.type}{' ' + row.details if row.details else ''}",
-        f"output shape   {'x'.join(map(str, row.output_shape)) if row.output_shape else '-'}",
-        f"channels       {row.channels if row.channels is not None else '-'}",
-        f"parameters     {row.parameters:,}",
-    ]
     field = row.receptive_field
     if field is not None:
-        lines.append(f"receptive field {_axes_text(field.size)} px, stride {_axes_text(field.jump)}, "
-                     f"unit (0, 0) starts at pixel {field.start}")
+        field_text = (f"{_axes_text(field.size)} px, stride {_axes_text(field.jump)}, "
+                      f"unit (0, 0) starts at pixel {field.start}")
     else:
-        lines.append(f"receptive field {row.field_note or '-'}")
-    lines.append(f"in the map     {place}")
-    return "\n".join(lines)
+        field_text = row.field_note or "-"
+    lines = [
+        ("layer", f"{row.name!r}  (pass this name to the other helpers)"),
+        ("type", f"{row.type}{' ' + row.details if row.details else ''}"),
+        ("output shape", "x".join(map(str, row.output_shape)) if row.output_shape else "-"),
+        ("channels", str(row.channels) if row.channels is not None else "-"),
+        ("parameters", f"{row.parameters:,}"),
+        ("receptive field", field_text),
+        ("in the map", place),
+    ]
+    return "\n".join(f"{label:<16} {value}" for label, value in lines)
 
 
 class LayerPicker:
