@@ -58,13 +58,9 @@ def random_scale(scales: Sequence[float]) -> Transform:
         raise ValueError(f"scales must be positive factors such as [0.95, 1.0, 1.05], got {scales}")
 
     def inner(images, rng):
-        factor = rng.choice(scales)
-        if factor == 1:
-            return images
-        height, width = images.shape[-2:]
-        size = (max(1, round(height * factor)), max(1, round(width * factor)))
-        return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        return _resample(images, factor=rng.choice(scales), angle=0.0)
 
+    inner.draw = lambda rng: (rng.choice(scales), 0.0)  # lets compose() fuse it with a rotation
     return inner
 
 
@@ -73,25 +69,27 @@ def random_rotate(angles: Sequence[float]) -> Transform:
     angles = list(angles)
     if not angles:
         raise ValueError("random_rotate needs at least one angle, e.g. range(-10, 11)")
-    grids: dict = {}  # the sampling grid of each (angle, shape, device, dtype), built once
 
     def inner(images, rng):
-        angle = rng.choice(angles)
-        if angle == 0:
-            return images
-        key = (angle, tuple(images.shape), images.device, images.dtype)
-        grid = grids.get(key)
-        if grid is None:
-            radians = math.radians(angle)
-            cos, sin = math.cos(radians), math.sin(radians)
-            theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], device=images.device, dtype=images.dtype)
-            grid = F.affine_grid(theta.expand(images.shape[0], 2, 3), list(images.shape), align_corners=False)
-            if len(grids) > 256:
-                grids.clear()
-            grids[key] = grid
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return _resample(images, factor=1.0, angle=rng.choice(angles))
 
+    inner.draw = lambda rng: (1.0, rng.choice(angles))
     return inner
+
+
+def _resample(images: torch.Tensor, factor: float, angle: float) -> torch.Tensor:
+    """Scale by ``factor`` and rotate by ``angle`` degrees in one bilinear resampling."""
+    if factor == 1 and angle == 0:
+        return images
+    batch, channels, height, width = images.shape
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    if angle == 0:
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    radians = math.radians(angle)
+    cos, sin = math.cos(radians), math.sin(radians)
+    theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=images.dtype).to(images.device, non_blocking=True)
+    grid = F.affine_grid(theta.expand(batch, 2, 3), [batch, channels, *size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def compose(*transforms: Transform | Sequence[Transform]) -> Transform:
@@ -108,9 +106,24 @@ def compose(*transforms: Transform | Sequence[Transform]) -> Transform:
         if not callable(item):
             raise TypeError(f"compose takes transforms (callables), got {type(item).__name__}")
 
+    # Neighbouring scale and rotate steps become one resampling: cheaper, and sharper.
+    steps: list = []
+    for transform in flat:
+        if hasattr(transform, "draw") and steps and isinstance(steps[-1], list):
+            steps[-1].append(transform)
+        else:
+            steps.append([transform] if hasattr(transform, "draw") else transform)
+
     def inner(images, rng):
-        for transform in flat:
-            images = transform(images, rng)
+        for step in steps:
+            if isinstance(step, list):
+                factor, angle = 1.0, 0.0
+                for transform in step:  # the same random draws, in the same order, as unfused
+                    f, a = transform.draw(rng)
+                    factor, angle = factor * f, angle + a
+                images = _resample(images, factor, angle)
+            else:
+                images = step(images, rng)
         return images
 
     inner.transforms = flat
