@@ -338,11 +338,11 @@ class LayerTable(list):
 
     def to_text(self, leaves_only: bool = False, max_depth: int | None = None) -> str:
         """A plain-text table: name, type, output shape, parameters, receptive field, stride, start."""
+        parents = {row.name.rsplit(".", 1)[0] for row in self if "." in row.name}
         rows = [
             row
             for row in self
-            if (not leaves_only or row.depth == max((r.depth for r in self if r.name.startswith(row.name + ".")), default=row.depth))
-            and (max_depth is None or row.depth <= max_depth)
+            if (not leaves_only or row.name not in parents) and (max_depth is None or row.depth <= max_depth)
         ]
         header = ("name", "type", "output shape", "parameters", "field (px)", "stride", "start")
         lines = []
@@ -1012,6 +1012,12 @@ def layer_picker(
 # --------------------------------------------------------------------------------------------
 
 
+def _check_tensor(images) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"give an example input tensor such as torch.rand(1, 3, 224, 224), got {type(images).__name__}")
+    return images
+
+
 def write_tensorboard_graph(
     model: nn.Module, images: torch.Tensor | None = None, log_dir: str | Path | None = None
 ) -> Path:
@@ -1024,9 +1030,9 @@ def write_tensorboard_graph(
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    if images is None:
-        device, dtype = _model_device_dtype(model)
-        images = torch.rand(_default_input_size(model), device=device, dtype=dtype)
+    device, dtype = _model_device_dtype(model)
+    images = torch.rand(_default_input_size(model), dtype=dtype) if images is None else _check_tensor(images)
+    images = images.to(device)
     folder = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="nnvis_tensorboard_"))
     folder.mkdir(parents=True, exist_ok=True)
     with preserve_model_state(model), warnings.catch_warnings():
@@ -1074,7 +1080,9 @@ def torchviz_graph(
     """
     from torchviz import make_dot
 
-    with preserve_model_state(model):
+    images = _check_tensor(images).to(_model_device_dtype(model)[0])
+    with preserve_model_state(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchviz 0.0.3 compares versions with distutils
         model.eval()
         if show_parameters:
             model.requires_grad_(True)

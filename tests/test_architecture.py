@@ -87,6 +87,22 @@ def vgg16_table(vgg16):
     return layer_table(vgg16)
 
 
+@pytest.fixture(scope="module")
+def offline_table(offline_model):
+    return layer_table(offline_model)
+
+
+@pytest.fixture(scope="module")
+def resnet50() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet50(weights=None).eval()
+
+
+@pytest.fixture(scope="module")
+def resnet50_table(resnet50):
+    return layer_table(resnet50)
+
+
 def _make_linear_positive(model: nn.Module) -> nn.Module:
     """A float64 copy whose output is a positive, linear function of every input pixel in its field.
 
@@ -212,6 +228,8 @@ def test_vgg16_table_shapes_and_parameters(vgg16_table):
     assert vgg16_table.row("classifier.6").receptive_field is None
     assert vgg16_table.row("classifier.6").field_note == "whole image"
     text = str(vgg16_table)
+    leaves = vgg16_table.to_text(leaves_only=True)
+    assert "features.28 " in leaves and "\nfeatures " not in leaves and "\nclassifier " not in leaves
     assert re.search(r"features\.28\s+Conv2d\s+1x512x14x14\s+2,359,808\s+196\s+16\s+-90", text)
 
 
@@ -243,10 +261,8 @@ def test_resnet_fields_agree_with_gradients():
     assert table.row("layer2.0").receptive_field == table.row("layer2.0.bn2").receptive_field
 
 
-def test_resnet50_field_values():
-    torch.manual_seed(0)
-    net = torchvision.models.resnet50(weights=None).eval()
-    table = layer_table(net)
+def test_resnet50_field_values(resnet50_table):
+    table = resnet50_table
     assert table.row("conv1").receptive_field.size == (7, 7)
     assert table.row("maxpool").receptive_field == ReceptiveField((11, 11), (4, 4), (-5, -5))
     assert table.row("layer4.2").receptive_field.size == (427, 427)
@@ -260,15 +276,19 @@ def test_efficientnet_same_padding_agrees_with_gradients(offline_model):
     _check_against_gradients(offline_model, units, 48)
 
 
-def test_efficientnet_table(offline_model):
-    before = _model_state(offline_model)
-    table = layer_table(offline_model)
-    _assert_same_state(offline_model, before)
+def test_efficientnet_table(offline_model, offline_table):
+    table = offline_table
     assert table.row("conv_stem").receptive_field == ReceptiveField((3, 3), (2, 2), (0, 0))  # TF 'same': no pad on top
     assert table.row("blocks.6.0").output_shape == (1, 320, 7, 7)
     assert table.row("blocks.6.0").receptive_field.jump == (32, 32)
     assert table.row("classifier").field_note == "whole image"
     assert table.model_name == "efficientnet_lite0"
+
+
+def test_offline_model_untouched(offline_model):
+    before = _model_state(offline_model)
+    layer_table(offline_model, (1, 3, 32, 32))
+    _assert_same_state(offline_model, before)
 
 
 def test_box_and_crop(vgg16, vgg16_table):
@@ -343,6 +363,10 @@ def test_bad_unit_positions_and_sizes(vgg16, vgg16_table, tiny_cnn):
         layer_table(tiny_cnn, (3, 32, 32))
     with pytest.raises(TypeError, match="nn.Module"):
         layer_table("vgg16")
+    with pytest.raises(TypeError, match="torch.rand"):
+        write_tensorboard_graph(tiny_cnn, [1, 2, 3])
+    with pytest.raises(TypeError, match="torch.rand"):
+        torchviz_graph(tiny_cnn, None)
     with pytest.raises(ValueError, match="made for 224x224"):
         crop_receptive_field(torch.rand(1, 3, 100, 100), vgg16, "features.28", 0, 0, table=vgg16_table)
 
@@ -446,15 +470,15 @@ def test_overlap_check_can_fail():
 
 
 @pytest.mark.parametrize("which", ["vgg16", "resnet50", "efficientnet_lite0"])
-def test_layer_map_draws_without_overlapping_labels(which, vgg16, vgg16_table, offline_model):
+def test_layer_map_draws_without_overlapping_labels(
+    which, vgg16, vgg16_table, resnet50, resnet50_table, offline_model, offline_table
+):
     if which == "vgg16":
         model, table, highlight = vgg16, vgg16_table, "features.28"
     elif which == "resnet50":
-        torch.manual_seed(0)
-        model = torchvision.models.resnet50(weights=None).eval()
-        table, highlight = layer_table(model), "layer3.2.conv2"
+        model, table, highlight = resnet50, resnet50_table, "layer3.2.conv2"
     else:
-        model, table, highlight = offline_model, layer_table(offline_model), "blocks.5.0"
+        model, table, highlight = offline_model, offline_table, "blocks.5.0"
     before = count_hooks(model)
     fig = draw_layer_map(model, table=table, highlight=highlight)
     assert count_hooks(model) == before
