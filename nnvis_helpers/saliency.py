@@ -22,6 +22,7 @@ Every helper leaves the model as it found it: no hook, the same ``training`` fla
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import weakref
 from contextlib import contextmanager
@@ -431,7 +432,7 @@ def _spearman(first: torch.Tensor, second: torch.Tensor) -> float:
         return (maps.amax(dim=1) if maps.dim() == 4 else maps).flatten(1).double().cpu().numpy()
 
     values = [spearmanr(a, b)[0] for a, b in zip(flat(first), flat(second))]
-    return float(sum(0.0 if v != v else v for v in values) / len(values))  # a constant map (NaN) counts as 0
+    return float(sum(0.0 if math.isnan(v) else v for v in values) / len(values))  # a constant map (NaN) counts as 0
 
 
 def sanity_check_randomization(
