@@ -62,6 +62,8 @@ class ReceptiveField:
 
     Unit (y, x) sees rows ``start[0] + y * jump[0]`` to ``... + size[0] - 1`` and the matching
     columns. ``start`` is negative when padding lets the field hang over the image border.
+    ``global_context`` is True after a gate computed from the whole image (squeeze-and-excitation):
+    the box is still where the unit looks, but every pixel can nudge it a little.
 
     >>> field = receptive_field(vgg, "features.28")
     >>> field.size, field.jump, field.box(7, 7, image_size=224)
@@ -71,6 +73,7 @@ class ReceptiveField:
     size: tuple[int, int]
     jump: tuple[int, int]
     start: tuple[int, int]
+    global_context: bool = False
 
     def center(self, y: int, x: int) -> tuple[float, float]:
         """The input coordinate (row, column) at the centre of unit (y, x)'s field."""
@@ -100,8 +103,10 @@ class ReceptiveField:
 
     def __str__(self) -> str:
         if self.is_square:
-            return f"{self.size[0]} px, stride {self.jump[0]}"
-        return f"{self.size[0]}x{self.size[1]} px, stride {self.jump[0]}x{self.jump[1]}"
+            text = f"{self.size[0]} px, stride {self.jump[0]}"
+        else:
+            text = f"{self.size[0]}x{self.size[1]} px, stride {self.jump[0]}x{self.jump[1]}"
+        return text + (" + global context" if self.global_context else "")
 
 
 _IDENTITY = ReceptiveField(size=(1, 1), jump=(1, 1), start=(0, 0))
@@ -144,16 +149,18 @@ def _window(field: ReceptiveField, kernel, stride, padding, dilation=1) -> Recep
         size.append(field.size[axis] + (span - 1) * field.jump[axis])
         jump.append(field.jump[axis] * stride[axis])
         start.append(field.start[axis] - padding[axis] * field.jump[axis])
-    return ReceptiveField(tuple(size), tuple(jump), tuple(start))  # type: ignore[arg-type]
+    return ReceptiveField(tuple(size), tuple(jump), tuple(start), field.global_context)  # type: ignore[arg-type]
 
 
-def _union(fields: Sequence[ReceptiveField]) -> ReceptiveField | _Marker:
+def _union(fields: Sequence[ReceptiveField], global_context: bool = False) -> ReceptiveField | _Marker:
     """The field of a unit that combines several aligned branches (add, multiply, cat)."""
     if len({f.jump for f in fields}) > 1:
         return _unknown("merging branches with different strides")
     start = tuple(min(f.start[a] for f in fields) for a in range(2))
     end = tuple(max(f.start[a] + f.size[a] for f in fields) for a in range(2))
-    return ReceptiveField(tuple(e - s for s, e in zip(start, end)), fields[0].jump, start)  # type: ignore[arg-type]
+    size = tuple(e - s for s, e in zip(start, end))
+    context = global_context or any(f.global_context for f in fields)
+    return ReceptiveField(size, fields[0].jump, start, context)  # type: ignore[arg-type]
 
 
 def _tensors(value) -> list[torch.Tensor]:
@@ -182,6 +189,7 @@ _ADAPTIVE_POOLS = {
     "adaptive_max_pool2d_with_indices",
 }
 _PADS = {"pad", "_pad"}
+_AXIS_MOVES = {"transpose", "swapaxes", "swapdims", "permute"}
 
 
 class _FieldTracer(TorchFunctionMode):
@@ -246,26 +254,56 @@ class _FieldTracer(TorchFunctionMode):
                 pad = list(_argument(args, kwargs, 1, "pad")) + [0, 0, 0, 0]
                 left, top = pad[0], pad[2]
                 new = ReceptiveField(
-                    field.size, field.jump, (field.start[0] - top * field.jump[0], field.start[1] - left * field.jump[1])
+                    field.size,
+                    field.jump,
+                    (field.start[0] - top * field.jump[0], field.start[1] - left * field.jump[1]),
+                    field.global_context,
                 )
             for tensor in spatial:
                 self.set_field(tensor, new)
             return
+        if name in _AXIS_MOVES and not self._keeps_spatial_axes(name, args, kwargs, first.dim()):
+            for tensor in outputs:  # e.g. NCHW -> NHWC: height and width are no longer the last two axes
+                self.unsupported.add(name)
+                self.set_field(tensor, _unknown(name))
+            return
         # Any other operation: an output aligned with its inputs (same height and width) sees
         # the union of what they see; anything that mixes all positions sees the whole image.
+        unknown = [f for _, f in inputs if isinstance(f, _Marker) and f is not _WHOLE]
         for tensor in outputs:
+            if unknown:  # already lost upstream; report only where it was lost
+                self.set_field(tensor, unknown[0])
+                continue
             if tensor.dim() < 3:
                 self.set_field(tensor, _WHOLE)
                 continue
-            aligned = [f for t, f in inputs if t.dim() == tensor.dim() and t.shape[-2:] == tensor.shape[-2:]]
+            aligned = [f for t, f in inputs if t.dim() >= 3 and t.shape[-2:] == tensor.shape[-2:]]
+            # a (N, C, 1, 1) gate broadcast over the map, as in squeeze-and-excitation
+            gated = tuple(tensor.shape[-2:]) != (1, 1) and any(
+                t.dim() == tensor.dim() and tuple(t.shape[-2:]) == (1, 1) for t, _ in inputs
+            )
             if aligned:
                 markers = [f for f in aligned if isinstance(f, _Marker)]
-                self.set_field(tensor, markers[0] if markers else _union(aligned))
+                self.set_field(tensor, markers[0] if markers else _union(aligned, global_context=gated))
             elif tuple(tensor.shape[-2:]) == (1, 1):
                 self.set_field(tensor, _WHOLE)
             else:
                 self.unsupported.add(name)
                 self.set_field(tensor, _unknown(name))
+
+    @staticmethod
+    def _keeps_spatial_axes(name, args, kwargs, ndim: int) -> bool:
+        """Whether a transpose/permute leaves height and width as the last two axes (channel shuffle does)."""
+        order = list(range(ndim))
+        if name in ("transpose", "swapaxes", "swapdims"):
+            first = _argument(args, kwargs, 1, "dim0")
+            second = _argument(args, kwargs, 2, "dim1")
+            first, second = first % ndim, second % ndim
+            order[first], order[second] = order[second], order[first]
+        else:  # permute(*dims) or permute(dims)
+            dims = args[1:] if len(args) > 2 else (args[1] if len(args) > 1 else kwargs.get("dims"))
+            order = [d % ndim for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
+        return order[-2:] == [ndim - 2, ndim - 1]
 
     @staticmethod
     def _adaptive(field: ReceptiveField, size_in: tuple[int, int], size_out: tuple[int, int]):
@@ -286,8 +324,6 @@ class LayerRow:
 
     ``receptive_field`` is ``None`` when the output is not a map of units on a regular grid;
     ``field_note`` then says why (``"whole image"`` after global pooling and linear layers).
-    ``global_context`` marks maps gated by a global signal (squeeze-and-excitation): every
-    unit then also depends, a little, on the whole image.
     """
 
     name: str
@@ -631,6 +667,7 @@ def _stages(model: nn.Module, table: LayerTable, max_per_row: int = 7, collapse:
             groups.append((parent, [name]))
 
     stages: list[_Stage] = []
+    n_containers = sum(1 for parent, _ in groups if parent)
     seen_containers = 0
     for parent, names in groups:
         rows = [table.row(n) for n in names]
@@ -652,8 +689,12 @@ def _stages(model: nn.Module, table: LayerTable, max_per_row: int = 7, collapse:
                     title = parent
                 else:
                     title = f"{parent}.{piece[0].name.rsplit('.', 1)[1]}–{piece[-1].name.rsplit('.', 1)[1]}"
-            else:
-                title = "stem" if not seen_containers else "head"
+            elif len(pieces) == 1 and not seen_containers:
+                title = "stem"
+            elif len(pieces) == 1 and seen_containers == n_containers:
+                title = "head"
+            else:  # top-level layers between stages, or a long run of them (GoogLeNet): name its ends
+                title = piece[0].name if len(piece) == 1 else f"{piece[0].name}–{piece[-1].name}"
             blocks = _collapse(piece) if collapse else [_Block([r.name], [r]) for r in piece]
             stages.append(_Stage(title, blocks))
         if parent:
@@ -693,8 +734,10 @@ def _field_short(block: _Block) -> str:
         note = block.last.field_note or "-"
         return "sees the whole image" if note == "whole image" else note
     if len(block.rows) > 1 and first.size != last.size:
-        return f"field {_axes_text(first.size)}–{_axes_text(last.size)} · stride {_axes_text(last.jump)}"
-    return f"field {_axes_text(last.size)} · stride {_axes_text(last.jump)}"
+        text = f"field {_axes_text(first.size)}–{_axes_text(last.size)} · stride {_axes_text(last.jump)}"
+    else:
+        text = f"field {_axes_text(last.size)} · stride {_axes_text(last.jump)}"
+    return text + (" +g" if last.global_context else "")
 
 
 def _type_text(block: _Block) -> str:
@@ -772,7 +815,8 @@ def draw_layer_map(
 
     # Data units are inches when we make the figure, so the fonts below fit the blocks as drawn.
     columns = max(len(blocks) for _, blocks, _ in lines)
-    block_w, block_h, gap_x, gap_y, label_w = 1.75, 0.7, 0.22, 0.16, 1.3
+    block_w, block_h, gap_x, gap_y = 1.75, 0.7, 0.22, 0.16
+    label_w = max(1.3, 0.075 * max(len(stage.title) for stage in stages) + 0.2)
     width = label_w + columns * (block_w + gap_x) - gap_x + 0.05
     height = len(lines) * (block_h + gap_y) - gap_y + 0.1
     title_h, legend_h = 0.55, 0.35
@@ -823,11 +867,10 @@ def draw_layer_map(
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles), fontsize=7,
               frameon=False, handlelength=1.2, columnspacing=1.2)
     size = f"{table.input_size[2]}x{table.input_size[3]}"
-    ax.set_title(
-        (title or f"{table.model_name}: layer map, input {size}")
-        + "\nfield = receptive field of one unit, in input pixels; stride = pixels between neighbouring units",
-        fontsize=8.5, loc="left", pad=6,
-    )
+    caption = "field = receptive field of one unit, in input pixels; stride = pixels between neighbouring units"
+    if any(b.last.receptive_field and b.last.receptive_field.global_context for s in stages for b in s.blocks):
+        caption += "\n+g = also gated by the whole image (squeeze-and-excitation)"
+    ax.set_title((title or f"{table.model_name}: layer map, input {size}") + "\n" + caption, fontsize=8.5, loc="left", pad=6)
     return fig
 
 
@@ -886,6 +929,8 @@ def describe_layer(
     if field is not None:
         field_text = (f"{_axes_text(field.size)} px, stride {_axes_text(field.jump)}, "
                       f"unit (0, 0) starts at pixel {field.start}")
+        if field.global_context:
+            field_text += " (plus global context: a gate computed from the whole image, e.g. squeeze-and-excitation)"
     else:
         field_text = row.field_note or "-"
     lines = [

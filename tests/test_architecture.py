@@ -332,6 +332,54 @@ def test_unknown_operation_gives_unknown_field_and_warns():
         receptive_field(net, "after", table=table)
 
 
+def test_channel_shuffle_keeps_the_field_and_channels_last_loses_it():
+    class Shuffle(nn.Module):
+        def __init__(self, channels_last: bool):
+            super().__init__()
+            self.channels_last = channels_last
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.after = nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            x = self.conv(x)
+            n, c, h, w = x.shape
+            if self.channels_last:  # ConvNeXt-style NHWC detour
+                x = x.permute(0, 2, 3, 1).permute(0, 3, 1, 2)
+            else:  # ShuffleNet's channel shuffle: a 5-D view, a transpose of channel axes, back
+                x = x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+            return self.after(x)
+
+    assert layer_table(Shuffle(False).eval(), (1, 3, 16, 16)).row("after").receptive_field.size == (5, 5)
+    with pytest.warns(UserWarning, match="permute"):
+        table = layer_table(Shuffle(True).eval(), (1, 3, 16, 16))
+    assert table.row("after").receptive_field is None and "permute" in table.row("after").field_note
+
+
+def test_squeeze_and_excitation_adds_global_context():
+    class SqueezeExcite(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.reduce = nn.Conv2d(8, 2, 1)
+            self.expand = nn.Conv2d(2, 8, 1)
+            self.after = nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            x = self.conv(x)
+            gate = self.expand(self.reduce(x.mean((2, 3), keepdim=True))).sigmoid()
+            return self.after(x * gate)
+
+    net = SqueezeExcite().eval()
+    table = layer_table(net, (1, 3, 16, 16))
+    assert not table.row("conv").receptive_field.global_context
+    field = table.row("after").receptive_field
+    assert field.size == (5, 5) and field.global_context, "the local box stays; the gate adds global context"
+    assert "global context" in str(field) and "global context" in describe_layer(net, "after", table=table)
+    fig = draw_layer_map(net, table=table)
+    assert any("+g" in t for t, _ in _text_boxes(fig))
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------------------------
