@@ -1,0 +1,123 @@
+"""Speed of our PGD against torchattacks' PGD: the same attack, the same model, the same batch, in one run.
+
+    .venv/bin/python bench/bench_adversarial.py [--size 160] [--batch 4] [--steps 10] [--rounds 5]
+                                                [--device cpu|cuda] [--threads N]
+
+PGD-10 with an L-infinity ball (epsilon 2/255, alpha 0.5/255, no random start, so both compute
+exactly the same images, which is checked) on EfficientNet-Lite0 (offline weights) and the sample
+photos. Rounds are interleaved (ours, torchattacks, torchattacks, ours, ...: the order alternates)
+after one warm-up call of each, and the ratio ours / torchattacks is the median of the per-round
+ratios, so that a busy machine slows both alike. Target: at most 1.05x.
+
+Defaults: on a GPU a batch of 64 at 224 x 224; on the CPU a batch of 4 at 160 x 160 (under two
+minutes on two cores).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nnvis_helpers import describe_device, get_device, load_images, load_model  # noqa: E402
+from nnvis_helpers.adversarial import pgd  # noqa: E402
+
+TARGET = 1.05
+EPSILON, ALPHA = 2 / 255, 0.5 / 255
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(function, device: torch.device) -> tuple[float, torch.Tensor]:
+    synchronize(device)
+    start = time.perf_counter()
+    result = function()
+    synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best here)")
+    parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)  # on a shared machine, 1 thread times far more steadily
+
+    import torchattacks
+
+    device = torch.device(args.device) if args.device else get_device()
+    on_gpu = device.type != "cpu"
+    size = args.size or (224 if on_gpu else 160)
+    batch = args.batch or (64 if on_gpu else 4)
+    model = load_model("efficientnet_lite0", device=device, verbose=False)
+    photos = load_images(size=size)
+    images = photos.repeat((batch + len(photos) - 1) // len(photos), 1, 1, 1)[:batch].to(device)
+    with torch.no_grad():
+        labels = model(images).argmax(dim=1)
+
+    def ours():
+        return pgd(model, images, labels, EPSILON, alpha=ALPHA, steps=args.steps, random_start=False)
+
+    theirs_attack = torchattacks.PGD(model, eps=EPSILON, alpha=ALPHA, steps=args.steps, random_start=False)
+
+    def theirs():
+        return theirs_attack(images, labels)
+
+    print(f"PGD-{args.steps} (Linf, eps 2/255) on EfficientNet-Lite0, batch {batch} x 3 x {size} x {size}, "
+          f"{describe_device(device)}, torch {torch.__version__}, torchattacks {torchattacks.__version__}")
+    _, a = timed(ours, device)  # warm-up: allocator, kernels, lazy imports
+    _, b = timed(theirs, device)
+    difference = (a - b).abs().max().item()
+    print(f"same images: max |ours - torchattacks| = {difference:.2e}")
+
+    times = {"ours": [], "torchattacks": []}
+    ratios = []
+    for round_index in range(args.rounds):
+        order = [("ours", ours), ("torchattacks", theirs)]
+        if round_index % 2:
+            order.reverse()
+        seconds = {}
+        for name, function in order:
+            seconds[name], _ = timed(function, device)
+            times[name].append(seconds[name])
+        ratios.append(seconds["ours"] / seconds["torchattacks"])
+        print(f"  round {round_index + 1}: ours {seconds['ours']:.3f} s, torchattacks {seconds['torchattacks']:.3f} s, "
+              f"ratio {ratios[-1]:.3f}")
+    ratio = statistics.median(ratios)
+    summary = {
+        "device": str(device),
+        "batch": batch,
+        "size": size,
+        "steps": args.steps,
+        "ours_median_s": round(statistics.median(times["ours"]), 4),
+        "torchattacks_median_s": round(statistics.median(times["torchattacks"]), 4),
+        "ratio_median": round(ratio, 3),
+        "max_abs_difference": difference,
+        "target": TARGET,
+    }
+    print(json.dumps(summary))
+    verdict = "OK" if ratio <= TARGET else "SLOWER THAN TARGET"
+    print(f"ours / torchattacks = {ratio:.3f}x (target <= {TARGET}x): {verdict}")
+    if difference > 1e-6:
+        print("error: the two attacks disagree; the comparison is not like for like.")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
