@@ -229,6 +229,7 @@ class _FieldTracer(TorchFunctionMode):
         spatial = [t for t in outputs if t.dim() == 4]
         if name in _CONVOLUTIONS | _MAX_POOLS | _AVG_POOLS | _ADAPTIVE_POOLS | _PADS:
             if first is not args[0] or first.dim() != 4:
+                self.unsupported.add(f"{name} on a {first.dim()}-D input")
                 new = _unknown(name)
             elif not isinstance(field, ReceptiveField):
                 new = field  # whole image (or unknown) stays so
@@ -990,9 +991,11 @@ class LayerPicker:
                 print(describe_layer(self._model, dropdown.value, table=self._table))
                 if self.show_map:
                     import matplotlib.pyplot as plt
+                    from IPython.display import display
 
                     fig = draw_layer_map(self._model, table=self._table, highlight=dropdown.value)
-                    plt.show(fig)
+                    display(fig)
+                    plt.close(fig)  # shown once, inside the widget
 
         dropdown.observe(refresh, names="value")
         refresh()

@@ -593,3 +593,13 @@ def test_picker_widget_value_is_the_chosen_name(vgg16, vgg16_table):
     picker.widget.children[0].value = "features.16"
     assert picker.value == "features.16"
     assert "44 px, stride 8" in picker.describe()
+
+
+def test_picker_with_map_leaves_no_figure_open(tiny_cnn):
+    pytest.importorskip("ipywidgets")
+    open_before = len(plt.get_fignums())
+    picker = layer_picker(tiny_cnn, input_size=(1, 3, 32, 32), show_map=True)
+    picker._repr_mimebundle_()
+    picker.widget.children[0].value = "features.0"
+    assert picker.value == "features.0"
+    assert len(plt.get_fignums()) == open_before, "the map drawn inside the widget must be closed"
