@@ -97,7 +97,7 @@ def ours(model, objective, size: int, steps: int, device) -> tuple[float, float]
     images = render(model, objective, steps=steps, image_size=size, lr=0.05, progress=False)
     _sync(device)
     seconds = time.perf_counter() - start
-    return seconds, float(evaluate(model, channel(LAYER, CHANNEL), images)[0])
+    return seconds, float(evaluate(model, images, channel(LAYER, CHANNEL))[0])
 
 
 def lucent(weights: str, size: int, steps: int, device, threads: int) -> dict | None:

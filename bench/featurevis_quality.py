@@ -62,8 +62,8 @@ def main() -> int:
         start = time.time()
         objective = channel(layer_name, index)
         picture = render(model, objective, steps=args.steps, image_size=args.size, seed=args.seed, progress=False)
-        ours = float(evaluate(model, objective, picture)[0])
-        theirs = evaluate(model, objective, photos)
+        ours = float(evaluate(model, picture, objective)[0])
+        theirs = evaluate(model, photos, objective)
         best = float(theirs.max())
         ratio = ours / best if best > 0 else float("inf")
         ok = ratio >= 3

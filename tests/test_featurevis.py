@@ -86,8 +86,8 @@ def test_regularizers_fall_when_subtracted(tiny_cnn, penalty):
 def test_evaluate_matches_a_manual_forward(tiny_cnn):
     images = torch.rand(2, 3, SIZE, SIZE)
     expected = tiny_cnn.features[:4](images)[:, 5].mean((1, 2))
-    assert torch.allclose(evaluate(tiny_cnn, channel("features.3", 5), images), expected, atol=1e-6)
-    assert torch.allclose(evaluate(tiny_cnn, class_logit(2), images), tiny_cnn(images)[:, 2].detach(), atol=1e-6)
+    assert torch.allclose(evaluate(tiny_cnn, images, channel("features.3", 5)), expected, atol=1e-6)
+    assert torch.allclose(evaluate(tiny_cnn, images, class_logit(2)), tiny_cnn(images)[:, 2].detach(), atol=1e-6)
 
 
 def test_inplace_relu_after_the_layer_does_not_change_what_we_read(tiny_cnn):
@@ -95,7 +95,7 @@ def test_inplace_relu_after_the_layer_does_not_change_what_we_read(tiny_cnn):
     images = torch.rand(1, 3, SIZE, SIZE)
     conv = tiny_cnn.features[0](images)
     together = channel("features.0", 1) + class_logit(0)  # full pass: the ReLU runs
-    value = evaluate(tiny_cnn, together, images)
+    value = evaluate(tiny_cnn, images, together)
     assert torch.allclose(value, conv[:, 1].mean((1, 2)) + tiny_cnn(images)[:, 0], atol=1e-5)
     assert (conv[:, 1] < 0).any(), "test needs negative conv outputs to be meaningful"
 
@@ -104,7 +104,7 @@ def test_batch_argument_targets_one_image(tiny_cnn):
     objective = class_logit(1, batch=0) + class_logit(2, batch=1)
     images = torch.rand(2, 3, SIZE, SIZE)
     logits = tiny_cnn(images).detach()
-    assert torch.allclose(evaluate(tiny_cnn, objective, images), torch.stack([logits[0, 1], logits[1, 2]]), atol=1e-6)
+    assert torch.allclose(evaluate(tiny_cnn, images, objective), torch.stack([logits[0, 1], logits[1, 2]]), atol=1e-6)
 
 
 # ------------------------------------------------------------------------------ composition
@@ -112,7 +112,7 @@ def test_batch_argument_targets_one_image(tiny_cnn):
 def test_composition_with_numbers_and_objectives(tiny_cnn):
     a, b = channel("features.3", 1), channel("features.3", 2)
     images = torch.rand(1, 3, SIZE, SIZE)
-    va, vb = evaluate(tiny_cnn, a, images), evaluate(tiny_cnn, b, images)
+    va, vb = evaluate(tiny_cnn, images, a), evaluate(tiny_cnn, images, b)
     cases = {
         "a + b": (a + b, va + vb),
         "a - b": (a - b, va - vb),
@@ -127,7 +127,7 @@ def test_composition_with_numbers_and_objectives(tiny_cnn):
     }
     for name, (objective, expected) in cases.items():
         assert isinstance(objective, Objective), name
-        assert torch.allclose(evaluate(tiny_cnn, objective, images), expected, atol=1e-5), name
+        assert torch.allclose(evaluate(tiny_cnn, images, objective), expected, atol=1e-5), name
     assert (a + class_logit(0)).needs_output and not (a + b).needs_output
     assert (a + layer("features.0")).layers == ("features.3", "features.0")
 
@@ -262,7 +262,7 @@ def test_deepdream_and_evaluate_leave_the_model_untouched(tiny_cnn):
     dream = deepdream(tiny_cnn, photo, "features.3", octaves=2, steps=3, progress=False)
     assert dream.shape == photo.shape and dream.min() >= 0 and dream.max() <= 1
     assert not torch.equal(dream, photo)
-    assert evaluate(tiny_cnn, layer("features.3"), dream) > evaluate(tiny_cnn, layer("features.3"), photo)
+    assert evaluate(tiny_cnn, dream, layer("features.3")) > evaluate(tiny_cnn, photo, layer("features.3"))
     assert_untouched(tiny_cnn, before)
 
 
@@ -406,7 +406,7 @@ def test_channel_visualization_beats_photos_on_the_offline_model(offline_model):
     images, history = render(offline_model, objective, steps=24, image_size=64, progress=False, return_history=True)
     assert history[-4:].mean() > history[:2].mean()
     photo = load_image("chelsea", size=64)
-    assert evaluate(offline_model, objective, images) > evaluate(offline_model, objective, photo)
+    assert evaluate(offline_model, images, objective) > evaluate(offline_model, photo, objective)
 
 
 @pytest.mark.slow

@@ -217,10 +217,10 @@ def _progress(total: int, enabled: bool, description: str):
     return tqdm(total=total, desc=description[:40], leave=False)
 
 
-def evaluate(model: nn.Module, objective: Objective | str, images: torch.Tensor) -> torch.Tensor:
+def evaluate(model: nn.Module, images: torch.Tensor, objective: Objective | str) -> torch.Tensor:
     """The objective's value for each image (N,), on the images as they are, without gradients.
 
-    >>> evaluate(model, channel("blocks.3", 5), images)
+    >>> evaluate(model, images, channel("blocks.3", 5))
     tensor([12.3])
     """
     objective = as_objective(objective)
