@@ -183,7 +183,7 @@ def _as_baselines(images: torch.Tensor, baselines) -> torch.Tensor:
     if baselines.shape[0] < 1:
         raise ValueError("baselines holds no baseline (K = 0).")
     check_images(baselines.reshape(-1, channels, height, width), name="baselines")
-    return baselines.to(device=images.device, dtype=images.dtype).expand(-1, n, -1, -1, -1)
+    return baselines.detach().to(device=images.device, dtype=images.dtype).expand(-1, n, -1, -1, -1)
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -333,7 +333,7 @@ def integrated_gradients(
     batch_size = _check_batch_size(batch_size)
     stacked = _as_baselines(images, baselines)  # (K, N, 3, H, W)
     device = _model_device(model)
-    x = images.to(device)
+    x = images.detach().to(device)
     targets = check_target(target, len(images), _num_classes(model, x), device)
     k, n = stacked.shape[:2]
     starts = stacked.to(device).reshape(k * n, *images.shape[1:])
@@ -384,13 +384,13 @@ def expected_gradients(
         raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}.")
     batch_size = _check_batch_size(batch_size)
     device = _model_device(model)
-    x = images.to(device)
+    x = images.detach().to(device)
     n = len(images)
     targets = check_target(target, n, _num_classes(model, x), device)
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randint(len(references), (n_samples, n), generator=generator)
     alphas = torch.rand((n_samples * n,), generator=generator, dtype=torch.float64)
-    starts = references.to(device=device, dtype=x.dtype)[chosen.flatten().to(device)]  # (n_samples * N, 3, H, W)
+    starts = references.detach().to(device=device, dtype=x.dtype)[chosen.flatten().to(device)]  # (n_samples * N, 3, H, W)
     differences = x.repeat(n_samples, 1, 1, 1) - starts
     pairs = torch.arange(n_samples * n, device=device)
     with preserve_model_state(model):
@@ -468,7 +468,7 @@ def layer_integrated_gradients(
     module = get_layer(model, layer)
     stacked = _as_baselines(images, baselines)
     device = _model_device(model)
-    x = images.to(device)
+    x = images.detach().to(device)
     targets = check_target(target, len(images), _num_classes(model, x), device)
     k, n = stacked.shape[:2]
     with preserve_model_state(model):
@@ -549,7 +549,7 @@ def path_profile(
     if stacked.shape[0] != 1:
         raise ValueError("path_profile follows one path: give one baseline (1, 3, H, W).")
     device = _model_device(model)
-    x = image.to(device)
+    x = image.detach().to(device)
     target_index = int(check_target(target, 1, _num_classes(model, x))[0])
     start = stacked[0].to(device)
     difference = x - start
