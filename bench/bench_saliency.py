@@ -1,6 +1,6 @@
 """Speed of our saliency methods against captum's (and Grad-CAM against pytorch-grad-cam).
 
-    .venv/bin/python bench/bench_saliency.py [--size 224] [--images 2] [--rounds 5] [--threads N] [--device cpu|cuda]
+    .venv/bin/python bench/bench_saliency.py [--size 224] [--images 2] [--rounds 9] [--threads N] [--device cpu|cuda]
 
 EfficientNet-Lite0 (offline weights), the same photos and target classes for every method.
 Each library does the same work as ours:
@@ -14,7 +14,8 @@ Each library does the same work as ours:
 
 Library objects are built once, outside the timing (in their favour); our functions are timed
 whole, checks and hook set-up included. Rounds are interleaved (ours, theirs, ours, ...) with
-the order swapped every round; the ratio reported is the median of the per-round ratios, so a
+the order swapped every round (at least ``--rounds``, more for quick methods until
+``--min-seconds`` have passed); the ratio reported is the median of the per-round ratios, so a
 busy machine slows both alike. Target on the CPU: every ratio ours / library at most 1.1.
 
 On a machine with more busy processes than cores, ``--threads 1`` gives steadier numbers:
@@ -54,6 +55,7 @@ def cases(model, images, targets, samples: int, window: int, stride: int):
     per_pass = max(1, 64 // len(images))  # occluded copies per forward pass, ours and captum's
     grad_cam_library = GradCAM(model=model, target_layers=[model.get_submodule(layer)])
     cam_targets = [ClassifierOutputTarget(int(t)) for t in targets]
+    cam_input = images.clone().requires_grad_(True)  # it needs an input that requires grad when the weights are frozen
     noise_tunnel = ca.NoiseTunnel(ca.Saliency(model))
     layer_grad_cam = ca.LayerGradCam(model, model.get_submodule(layer))
     return {
@@ -83,7 +85,7 @@ def cases(model, images, targets, samples: int, window: int, stride: int):
             [
                 ("captum LayerGradCam", lambda: F.interpolate(
                     layer_grad_cam.attribute(images, targets, relu_attributions=True), size, mode="bilinear")),
-                ("pytorch-grad-cam", lambda: grad_cam_library(input_tensor=images, targets=cam_targets)),
+                ("pytorch-grad-cam", lambda: grad_cam_library(input_tensor=cam_input, targets=cam_targets)),
             ],
         ),
         "guided grad-cam": (
@@ -114,7 +116,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--images", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--min-seconds", type=float, default=6.0, help="keep adding rounds for this long (at most 50)")
     parser.add_argument("--samples", type=int, default=6, help="SmoothGrad samples")
     parser.add_argument("--window", type=int, default=56)
     parser.add_argument("--stride", type=int, default=56)
@@ -132,17 +135,21 @@ def main() -> int:
     with torch.no_grad():
         targets = model(images).argmax(dim=1)
     print(f"EfficientNet-Lite0 on {device}, {torch.get_num_threads()} threads, {args.images} images "
-          f"{args.size}x{args.size}, median of {args.rounds} interleaved rounds\n")
+          f"{args.size}x{args.size}, at least {args.rounds} interleaved rounds "
+          f"(more within {args.min_seconds:.0f} s for quick methods)\n")
 
     rows, started = [], time.time()
     for method, (ours, libraries) in cases(model, images, targets, args.samples, args.window, args.stride).items():
         for library, theirs in libraries:
             ours(), theirs()  # warm-up: first calls pay for allocations and kernel selection
             our_times, their_times = [], []
-            for round_index in range(args.rounds):
+            round_index, pair_started = 0, time.time()
+            # At least --rounds rounds, and more for quick methods, whose timings are the noisiest.
+            while round_index < args.rounds or (time.time() - pair_started < args.min_seconds and round_index < 50):
                 pair = [(our_times, ours), (their_times, theirs)]
                 for times, function in pair if round_index % 2 == 0 else pair[::-1]:
                     times.append(timed(function, device))
+                round_index += 1
             ours_s, theirs_s = statistics.median(our_times), statistics.median(their_times)
             ratio = statistics.median(a / b for a, b in zip(our_times, their_times))
             rows.append((method, library, ours_s, theirs_s, ratio))

@@ -79,9 +79,10 @@ def _class_scores(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def _input_gradient(model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """d score_target / d images, (N, 3, H, W). ``autograd.grad`` writes no ``.grad`` anywhere."""
     images = images.detach().requires_grad_(True)
-    scores = _class_scores(model(images), target)
-    # Images are independent (eval mode), so the gradient of the sum is every image's own gradient.
-    (gradient,) = torch.autograd.grad(scores.sum(), images)
+    with torch.enable_grad():  # works inside a caller's torch.no_grad() too
+        scores = _class_scores(model(images), target)
+        # Images are independent (eval mode), so the gradient of the sum is every image's own gradient.
+        (gradient,) = torch.autograd.grad(scores.sum(), images)
     return gradient
 
 
@@ -286,13 +287,16 @@ def _keep_output(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
     """Keep the module's output (graph included) in ``kept["output"]``; the model goes on with a copy.
 
     Handing the next layers a copy means an in-place op after the layer (VGG's ReLU after its
-    conv) changes the copy, not the activation we take gradients of.
+    conv) changes the copy, not the activation we take gradients of. The graph starts at the
+    layer: the backward pass (and the memory it needs) covers only the layers after it.
     """
     kept: dict[str, torch.Tensor] = {}
 
     def hook(module, inputs, output):
         if not isinstance(output, torch.Tensor):
             raise ValueError(f"{type(module).__name__} returns {type(output).__name__}, not a tensor; choose another layer.")
+        if not output.requires_grad:  # frozen model: the graph starts here, nothing before it is recorded
+            output.requires_grad_(True)
         kept["output"] = output
         return output.clone()
 
@@ -322,8 +326,8 @@ def grad_cam(
     """
     images, target = _prepare(model, images, target)
     name = last_conv_layer(model) if layer is None else layer
-    with preserve_model_state(model), _keep_output(get_layer(model, name)) as kept:
-        scores = _class_scores(model(images.requires_grad_(True)), target)
+    with preserve_model_state(model), _keep_output(get_layer(model, name)) as kept, torch.enable_grad():
+        scores = _class_scores(model(images), target)
         activation = kept["output"]
         if activation.dim() != 4:
             raise ValueError(f"layer {name!r} outputs shape {tuple(activation.shape)}; Grad-CAM needs a conv map (N, C, h, w).")

@@ -291,6 +291,15 @@ def test_targets_as_int_list_or_tensor(name, images):
     assert torch.allclose(METHODS[name](model, images, torch.tensor(4)), expected)
 
 
+@pytest.mark.parametrize("name", METHODS)
+def test_works_inside_no_grad_and_on_a_frozen_model(name, images):
+    model = TinyCNN().eval()
+    expected = METHODS[name](model, images, 4)
+    model.requires_grad_(False)
+    with torch.no_grad():
+        assert torch.allclose(METHODS[name](model, images, 4), expected)
+
+
 # --------------------------------------------------------------------- layers for Grad-CAM
 
 
