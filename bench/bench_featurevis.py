@@ -20,8 +20,10 @@ Three things, on EfficientNet-Lite0 (offline weights), image size x size, batch 
    Without it, lucent is skipped with a message. Both report the objective reached: the
    channel's mean activation on the final image, untransformed.
 
-Rounds are interleaved (raw, ours, lucent, raw, ...) and the median is reported, so that a
-busy machine slows all of them alike.
+Rounds are interleaved (raw, ours, lucent, raw, ...) and the median is reported. On a CPU the
+clock is each process's own CPU time (``time.process_time``), which other programs on a busy
+machine disturb much less than wall time; on a GPU it is wall time after synchronizing.
+``--threads 1`` gives the steadiest CPU figures.
 """
 from __future__ import annotations
 
@@ -63,10 +65,13 @@ normalize = lambda x: (x - 0.5) / 0.5  # EfficientNet-Lite0's input normalizatio
 transforms = transform.standard_transforms + [normalize]
 param_f = lambda: param.image(size, fft=True, decorrelate=True)
 objective = layer.replace(".", "_") + ":" + str(channel_index)
-start = time.perf_counter()
+now = time.perf_counter if str(device).startswith("cuda") else time.process_time
+start = now()
 images = render.render_vis(model, objective, param_f, transforms=transforms, thresholds=(steps,),
                            preprocess=False, progress=False, show_image=False)
-seconds = time.perf_counter() - start
+if str(device).startswith("cuda"):
+    torch.cuda.synchronize()
+seconds = now() - start
 image = torch.from_numpy(images[-1]).permute(0, 3, 1, 2).to(device)
 captured = {}
 handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: captured.update(a=o))
@@ -78,25 +83,32 @@ print(json.dumps({"seconds": seconds, "objective": captured["a"][:, channel_inde
 '''
 
 
+def clock(device):
+    """CPU time of this process on a CPU (a busy machine slows it less than wall time); wall time on a GPU."""
+    return time.perf_counter if torch.device(device).type != "cpu" else time.process_time
+
+
 def raw_pass(model, size: int, steps: int, device) -> float:
     """Seconds for ``steps`` forward + backward passes of the model on one image."""
     x = torch.rand(1, 3, size, size, device=device, requires_grad=True)
     model(x)[:, CLASS].sum().backward()  # warm-up
     _sync(device)
-    start = time.perf_counter()
+    now = clock(device)
+    start = now()
     for _ in range(steps):
         x.grad = None
         model(x)[:, CLASS].sum().backward()
     _sync(device)
-    return time.perf_counter() - start
+    return now() - start
 
 
 def ours(model, objective, size: int, steps: int, device) -> tuple[float, float]:
     _sync(device)
-    start = time.perf_counter()
+    now = clock(device)
+    start = now()
     images = render(model, objective, steps=steps, image_size=size, lr=0.05, progress=False)
     _sync(device)
-    seconds = time.perf_counter() - start
+    seconds = now() - start
     return seconds, float(evaluate(model, images, channel(LAYER, CHANNEL))[0])
 
 
@@ -132,7 +144,8 @@ def main() -> int:
     device = torch.device(args.device) if args.device else get_device()
     model = load_model("efficientnet_lite0", device=device, verbose=False)
     print(f"EfficientNet-Lite0 on {describe_device(device)}, {args.size}x{args.size}, {args.steps} steps, "
-          f"{args.rounds} rounds (median), torch {torch.__version__}")
+          f"{args.rounds} rounds (median), torch {torch.__version__}; clock: "
+          f"{'CPU time of each process' if device.type == 'cpu' else 'wall time'}")
 
     use_lucent = not args.no_lucent and LUCENT_PYTHON.exists()
     if not use_lucent and not args.no_lucent:
