@@ -1,6 +1,6 @@
 """Speed of our saliency methods against captum's (and Grad-CAM against pytorch-grad-cam).
 
-    .venv/bin/python bench/bench_saliency.py [--size 224] [--images 2] [--rounds 9] [--threads N] [--device cpu|cuda]
+    .venv/bin/python bench/bench_saliency.py [--size 224] [--images 2] [--rounds 7] [--threads N] [--device cpu|cuda]
 
 EfficientNet-Lite0 (offline weights), the same photos and target classes for every method.
 Each library does the same work as ours:
@@ -116,7 +116,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--images", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--min-seconds", type=float, default=6.0, help="keep adding rounds for this long (at most 50)")
     parser.add_argument("--samples", type=int, default=6, help="SmoothGrad samples")
     parser.add_argument("--window", type=int, default=56)
