@@ -21,7 +21,7 @@ from __future__ import annotations
 import difflib
 import math
 from contextlib import contextmanager
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
