@@ -1,7 +1,63 @@
-"""nnvis_helpers: the small helpers of the nnvis course on seeing inside image classifiers."""
+"""nnvis_helpers: the small helpers of the nnvis course on seeing inside image classifiers.
+
+The modules read like the course's table of contents:
+
+* foundation: ``device``, ``config``, ``checks``, ``images``, ``models``, ``layers``, ``plotting``
+* 01 ``architecture``: layer tables, receptive fields, the layer map, TensorBoard and torchviz
+* 02 ``saliency``: gradients, guided backprop, SmoothGrad, Grad-CAM, occlusion, sanity checks
+* 03 ``attribution``: integrated gradients, baselines, layer integrated gradients
+* 04 ``featurevis``: objectives, parameterizations, transforms, ``render``, ``deepdream``
+* 05 ``adversarial``: FGSM, BIM, PGD, DeepFool, evaluation helpers
+
+Everything below is re-exported here, so ``from nnvis_helpers import grad_cam`` works; the
+feature-visualization building blocks (``channel``, ``fourier``, ``jitter``, ...) are used as
+``featurevis.channel(...)`` because their short names would be ambiguous at the top level.
+"""
+from . import featurevis
+from .adversarial import (
+    AttackInfo,
+    JPEGCompression,
+    accuracy_vs_epsilon,
+    amplify_perturbation,
+    bim,
+    deepfool,
+    evaluation_set,
+    fgsm,
+    pgd,
+)
+from .architecture import (
+    LayerPicker,
+    LayerRow,
+    LayerTable,
+    ReceptiveField,
+    crop_receptive_field,
+    describe_layer,
+    draw_layer_map,
+    layer_picker,
+    layer_table,
+    read_tensorboard_graph,
+    receptive_field,
+    receptive_field_box,
+    torchviz_graph,
+    write_tensorboard_graph,
+)
+from .attribution import (
+    BASELINES,
+    METHODS,
+    PathProfile,
+    completeness_delta,
+    expected_gradients,
+    integrated_gradients,
+    integration_points,
+    layer_integrated_gradients,
+    make_baseline,
+    noise_baselines,
+    path_profile,
+)
 from .checks import check_images, check_target
 from .config import is_fast, pick, quality, seed_everything
 from .device import describe_device, get_device
+from .featurevis import deepdream, render
 from .images import describe_sample, load_image, load_images, sample_images, to_numpy, to_pil
 from .layers import (
     LayerInfo,
@@ -15,47 +71,57 @@ from .layers import (
     list_layers,
     preserve_model_state,
 )
-from .plotting import normalize_heatmap, overlay_heatmap, plot_predictions, save_gallery_figure, show_heatmap, show_images
 from .models import OFFLINE_MODEL, ModelInfo, imagenet_labels, load_model, model_info, predict, top_predictions
+from .plotting import (
+    normalize_heatmap,
+    overlay_heatmap,
+    plot_predictions,
+    save_gallery_figure,
+    show_heatmap,
+    show_images,
+)
+from .saliency import (
+    SanityCheckResult,
+    deconvnet,
+    grad_cam,
+    gradient_x_input,
+    guided_backprop,
+    guided_grad_cam,
+    last_conv_layer,
+    occlusion,
+    relative_error,
+    relu6_as_relu,
+    sanity_check_randomization,
+    smoothgrad,
+    vanilla_gradient,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "check_images",
-    "check_target",
-    "is_fast",
-    "pick",
-    "quality",
-    "seed_everything",
-    "describe_device",
-    "get_device",
-    "describe_sample",
-    "load_image",
-    "load_images",
-    "sample_images",
-    "to_numpy",
-    "to_pil",
-    "LayerInfo",
-    "LayerNotFoundError",
-    "capture_activations",
-    "capture_gradients",
-    "count_hooks",
-    "format_layer_table",
-    "get_layer",
-    "layer_names",
-    "list_layers",
-    "preserve_model_state",
-    "OFFLINE_MODEL",
-    "ModelInfo",
-    "imagenet_labels",
-    "load_model",
-    "model_info",
-    "predict",
-    "top_predictions",
-    "normalize_heatmap",
-    "overlay_heatmap",
-    "plot_predictions",
-    "save_gallery_figure",
-    "show_heatmap",
-    "show_images",
+    # foundation
+    "check_images", "check_target",
+    "is_fast", "pick", "quality", "seed_everything",
+    "describe_device", "get_device",
+    "describe_sample", "load_image", "load_images", "sample_images", "to_numpy", "to_pil",
+    "LayerInfo", "LayerNotFoundError", "capture_activations", "capture_gradients", "count_hooks",
+    "format_layer_table", "get_layer", "layer_names", "list_layers", "preserve_model_state",
+    "OFFLINE_MODEL", "ModelInfo", "imagenet_labels", "load_model", "model_info", "predict", "top_predictions",
+    "normalize_heatmap", "overlay_heatmap", "plot_predictions", "save_gallery_figure", "show_heatmap", "show_images",
+    # 01 architecture
+    "LayerPicker", "LayerRow", "LayerTable", "ReceptiveField", "crop_receptive_field", "describe_layer",
+    "draw_layer_map", "layer_picker", "layer_table", "read_tensorboard_graph", "receptive_field",
+    "receptive_field_box", "torchviz_graph", "write_tensorboard_graph",
+    # 02 saliency
+    "SanityCheckResult", "deconvnet", "grad_cam", "gradient_x_input", "guided_backprop", "guided_grad_cam",
+    "last_conv_layer", "occlusion", "relative_error", "relu6_as_relu", "sanity_check_randomization",
+    "smoothgrad", "vanilla_gradient",
+    # 03 attribution
+    "BASELINES", "METHODS", "PathProfile", "completeness_delta", "expected_gradients", "integrated_gradients",
+    "integration_points", "layer_integrated_gradients", "make_baseline", "noise_baselines", "path_profile",
+    # 04 feature visualization
+    "featurevis", "render", "deepdream",
+    # 05 adversarial
+    "AttackInfo", "JPEGCompression", "accuracy_vs_epsilon", "amplify_perturbation", "bim", "deepfool",
+    "evaluation_set", "fgsm", "pgd",
 ]
