@@ -168,6 +168,9 @@ def save_gallery_figure(fig, name: str) -> str | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    # A 256-colour palette keeps the README's pictures small (a few hundred KB at most).
-    Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
+    # A 256-colour palette keeps the README's pictures small (a few hundred KB at most);
+    # dithering keeps photos free of colour bands.
+    picture = Image.open(buffer).convert("RGB")
+    palette = picture.quantize(colors=256)
+    picture.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
     return str(path)
