@@ -6,7 +6,6 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-export MPLBACKEND ?= Agg
 
 .PHONY: setup test test-slow course gallery lab bench clean
 
