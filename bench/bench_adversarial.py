@@ -18,7 +18,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,24 +25,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from timing import interleaved_rounds, timed  # noqa: E402
+
 from nnvis_helpers import describe_device, get_device, load_images, load_model  # noqa: E402
 from nnvis_helpers.adversarial import pgd  # noqa: E402
 
 TARGET = 1.05
 EPSILON, ALPHA = 2 / 255, 0.5 / 255
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(function, device: torch.device) -> tuple[float, torch.Tensor]:
-    synchronize(device)
-    start = time.perf_counter()
-    result = function()
-    synchronize(device)
-    return time.perf_counter() - start, result
 
 
 def main() -> int:
@@ -85,19 +73,7 @@ def main() -> int:
     difference = (a - b).abs().max().item()
     print(f"same images: max |ours - torchattacks| = {difference:.2e}")
 
-    times = {"ours": [], "torchattacks": []}
-    ratios = []
-    for round_index in range(args.rounds):
-        order = [("ours", ours), ("torchattacks", theirs)]
-        if round_index % 2:
-            order.reverse()
-        seconds = {}
-        for name, function in order:
-            seconds[name], _ = timed(function, device)
-            times[name].append(seconds[name])
-        ratios.append(seconds["ours"] / seconds["torchattacks"])
-        print(f"  round {round_index + 1}: ours {seconds['ours']:.3f} s, torchattacks {seconds['torchattacks']:.3f} s, "
-              f"ratio {ratios[-1]:.3f}")
+    times, ratios = interleaved_rounds(ours, theirs, "torchattacks", args.rounds, device)
     ratio = statistics.median(ratios)
     summary = {
         "device": str(device),

@@ -23,7 +23,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -31,23 +30,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from timing import interleaved_rounds, synchronize, timed  # noqa: E402
+
 from nnvis_helpers import describe_device, get_device, load_images, load_model  # noqa: E402
 from nnvis_helpers.attribution import integrated_gradients  # noqa: E402
 
 TARGET = 1.05
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(function, device: torch.device) -> tuple[float, torch.Tensor]:
-    synchronize(device)
-    start = time.perf_counter()
-    result = function()
-    synchronize(device)
-    return time.perf_counter() - start, result
 
 
 def peak_memory(function, device: torch.device) -> int:
@@ -117,19 +105,7 @@ def main() -> int:
     agreement = ((a - b).norm() / b.norm()).item()
     print(f"same attributions: |ours - captum| / |captum| = {agreement:.2e}")
 
-    times = {"ours": [], "captum": []}
-    ratios = []
-    for round_index in range(args.rounds):
-        order = [("ours", ours), ("captum", theirs)]
-        if round_index % 2:
-            order.reverse()
-        seconds = {}
-        for name, function in order:
-            seconds[name], _ = timed(function, device)
-            times[name].append(seconds[name])
-        ratios.append(seconds["ours"] / seconds["captum"])
-        print(f"  round {round_index + 1}: ours {seconds['ours']:.3f} s, captum {seconds['captum']:.3f} s, "
-              f"ratio {ratios[-1]:.3f}")
+    times, ratios = interleaved_rounds(ours, theirs, "captum", args.rounds, device)
     ratio = statistics.median(ratios)
     memory = {"ours": peak_memory(ours, device), "captum": peak_memory(theirs, device)}
     print(f"memory peak of one call: ours {memory['ours'] / 2**20:.1f} MiB, captum {memory['captum'] / 2**20:.1f} MiB "

@@ -156,7 +156,7 @@ def main() -> int:
             print(f"  {method:<28} {library:<22} ours {ours_s * 1000:8.1f} ms   library {theirs_s * 1000:8.1f} ms   "
                   f"ratio {ratio:5.2f}", flush=True)
 
-    print(f"\n| method | library | ours (ms) | library (ms) | ours / library |\n|---|---|---:|---:|---:|")
+    print("\n| method | library | ours (ms) | library (ms) | ours / library |\n|---|---|---:|---:|---:|")
     for method, library, ours_s, theirs_s, ratio in rows:
         print(f"| {method} | {library} | {ours_s * 1000:.1f} | {theirs_s * 1000:.1f} | {ratio:.2f} |")
     slow = [row for row in rows if row[4] > TARGET_RATIO]

@@ -20,7 +20,6 @@ each module's output. No hook and no mode outlives the call.
 from __future__ import annotations
 
 import difflib
-import math
 import tempfile
 import warnings
 from dataclasses import dataclass

@@ -9,7 +9,6 @@ from torch import nn
 
 from nnvis_helpers import LayerNotFoundError, count_hooks
 from nnvis_helpers.featurevis import (
-    INPUT,
     ActivationRunner,
     Objective,
     blur,
