@@ -234,6 +234,15 @@ def _scores(model: nn.Module, points: torch.Tensor, targets: torch.Tensor, batch
         ])
 
 
+def _delta(model: nn.Module, attributions: torch.Tensor, x: torch.Tensor, targets: torch.Tensor,
+           baseline_images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """sum(attributions) - (F(x) - mean F(x')) per image, (N,); ``baseline_images`` (K * N, 3, H, W), baseline-major."""
+    k = len(baseline_images) // len(x)
+    f_images = _scores(model, x, targets, batch_size)
+    f_baselines = _scores(model, baseline_images, targets.repeat(k), batch_size).view(k, len(x)).mean(0)
+    return attributions.flatten(1).sum(1) - (f_images - f_baselines)
+
+
 def _path_gradient_sums(
     model: nn.Module,
     starts: torch.Tensor,
@@ -297,12 +306,8 @@ def completeness_delta(
     device = _model_device(model)
     targets = check_target(target, len(images), _num_classes(model, images.to(device)), device)
     with preserve_model_state(model):
-        f_images = _scores(model, images.to(device), targets, batch_size)
-        k = stacked.shape[0]
-        f_baselines = _scores(model, stacked.to(device).flatten(0, 1), targets.repeat(k), batch_size)
-        f_baselines = f_baselines.view(k, -1).mean(0)
-    total = attributions.to(device).flatten(1).sum(1)
-    return (total - (f_images - f_baselines)).to(images.device)
+        delta = _delta(model, attributions.to(device), images.to(device), targets, stacked.to(device).flatten(0, 1), batch_size)
+    return delta.to(images.device)
 
 
 def integrated_gradients(
@@ -345,9 +350,7 @@ def integrated_gradients(
         )
         attributions = (sums * differences).view(k, n, *images.shape[1:]).mean(0)
         if return_delta:
-            f_images = _scores(model, x, targets, batch_size)
-            f_baselines = _scores(model, starts, targets.repeat(k), batch_size).view(k, n).mean(0)
-            delta = attributions.flatten(1).sum(1) - (f_images - f_baselines)
+            delta = _delta(model, attributions, x, targets, starts, batch_size)
             return attributions.to(images.device), delta.to(images.device)
     return attributions.to(images.device)
 
@@ -401,9 +404,7 @@ def expected_gradients(
         )
         attributions = (sums * differences).view(n_samples, n, *images.shape[1:]).mean(0)
         if return_delta:
-            f_images = _scores(model, x, targets, batch_size)
-            f_baselines = _scores(model, starts, targets.repeat(n_samples), batch_size).view(n_samples, n).mean(0)
-            delta = attributions.flatten(1).sum(1) - (f_images - f_baselines)
+            delta = _delta(model, attributions, x, targets, starts, batch_size)
             return attributions.to(images.device), delta.to(images.device)
     return attributions.to(images.device)
 
@@ -496,9 +497,7 @@ def layer_integrated_gradients(
         replacement.clear()
         attributions = (sums * differences).view(k, n, *starts.shape[1:]).mean(0)
         if return_delta:
-            f_images = _scores(model, x, targets, batch_size)
-            f_baselines = _scores(model, stacked.to(device).flatten(0, 1), path_targets, batch_size).view(k, n).mean(0)
-            delta = attributions.flatten(1).sum(1) - (f_images - f_baselines)
+            delta = _delta(model, attributions, x, targets, stacked.to(device).flatten(0, 1), batch_size)
             return attributions.to(images.device), delta.to(images.device)
     return attributions.to(images.device)
 
