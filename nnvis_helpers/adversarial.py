@@ -34,7 +34,7 @@ from PIL import Image
 from torch import nn
 
 from .checks import check_images, check_target
-from .layers import preserve_model_state
+from .layers import _model_device, preserve_model_state
 
 __all__ = [
     "AttackInfo",
@@ -73,16 +73,6 @@ class AttackInfo:
 
 # --------------------------------------------------------------------------------------------
 # Input checks: everything is validated before the first forward pass.
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module (e.g. load_model()), got {type(model).__name__}.")
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _check_epsilon(epsilon, norm: str, images: torch.Tensor) -> float:

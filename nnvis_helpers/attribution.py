@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .checks import check_images, check_target
-from .layers import capture_activations, get_layer, preserve_model_state
+from .layers import _model_device, capture_activations, get_layer, preserve_model_state
 
 __all__ = [
     "METHODS",
@@ -187,14 +187,6 @@ def _as_baselines(images: torch.Tensor, baselines) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- the engine
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _num_classes(model: nn.Module, images: torch.Tensor) -> int:

@@ -93,6 +93,9 @@ class LayerInfo:
 
 
 def _model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); every helper follows it."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (e.g. load_model()), got {type(model).__name__}.")
     for tensor in model.parameters():
         return tensor.device
     for tensor in model.buffers():

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .checks import check_images
+from .layers import _model_device
 
 __all__ = [
     "OFFLINE_MODEL",
@@ -266,15 +267,11 @@ def load_model(name: str = "auto", device: torch.device | str | None = None, ver
     return model.to(device) if device is not None else model
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Class probabilities (N, classes) for images (N, 3, H, W) in [0, 1], without gradients."""
     check_images(images)
     with torch.no_grad():
-        return model(images.to(_device_of(model))).softmax(dim=1)
+        return model(images.to(_model_device(model))).softmax(dim=1)
 
 
 def top_predictions(model: nn.Module, images: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
