@@ -106,6 +106,42 @@ def test_batch_argument_targets_one_image(tiny_cnn):
     assert torch.allclose(evaluate(tiny_cnn, images, objective), torch.stack([logits[0, 1], logits[1, 2]]), atol=1e-6)
 
 
+@pytest.mark.parametrize("cosine_power", [0.0, 4.0])
+@pytest.mark.parametrize("position", [{}, {"x": 1, "y": 2}])
+def test_batched_direction_equals_the_sum_of_single_image_objectives(tiny_cnn, cosine_power, position):
+    torch.manual_seed(1)
+    images = torch.rand(3, 3, SIZE, SIZE)
+    vectors = torch.randn(3, 16)
+    batched = evaluate(tiny_cnn, images, direction("features.3", vectors, cosine_power, **position))
+    singles = torch.cat([
+        evaluate(tiny_cnn, images[b:b + 1], direction("features.3", vectors[b], cosine_power, **position))
+        for b in range(3)
+    ])
+    assert torch.allclose(batched, singles, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(batched.sum(), singles.sum(), rtol=1e-5)
+    # and it is not the same vector for every image: image 0 read with row 1 gives another value
+    swapped = evaluate(tiny_cnn, images[:1], direction("features.3", vectors[1], cosine_power, **position))
+    assert not torch.allclose(swapped, batched[:1])
+
+
+def test_batched_direction_gradient_pulls_each_image_towards_its_own_row(tiny_cnn):
+    images = torch.rand(2, 3, SIZE, SIZE, requires_grad=True)
+    vectors = torch.randn(2, 16)
+    with ActivationRunner(tiny_cnn, direction("features.3", vectors)) as runner:
+        acts = runner(images)
+        direction("features.3", vectors)(acts).sum().backward()
+    alone = images.detach()[1:].clone().requires_grad_(True)
+    with ActivationRunner(tiny_cnn, direction("features.3", vectors[1])) as runner:
+        direction("features.3", vectors[1])(runner(alone)).sum().backward()
+    assert torch.allclose(images.grad[1:], alone.grad, atol=1e-6), "image 1 must only feel row 1"
+
+
+def test_batched_direction_needs_one_row_per_image(tiny_cnn):
+    with pytest.raises(ValueError, match="3 rows .* batch has 2 images; render with batch_size=3"):
+        render(tiny_cnn, direction("features.3", torch.ones(3, 16)), batch_size=2, steps=2, image_size=SIZE,
+               progress=False)
+
+
 # ------------------------------------------------------------------------------ composition
 
 def test_composition_with_numbers_and_objectives(tiny_cnn):
@@ -201,7 +237,9 @@ def test_bad_arguments_are_explained():
     with pytest.raises(ValueError, match="no ImageNet class called"):
         class_logit("not a class")
     with pytest.raises(ValueError, match="1-D float vector"):
-        direction("features.3", torch.ones(2, 2))
+        direction("features.3", torch.ones(2, 2, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        direction("features.3", torch.tensor([1.0, float("nan")]))
 
 
 # ------------------------------------------------------------------------------ model left untouched

@@ -364,27 +364,38 @@ def direction(
     max(cos, 0.1)^p, as the activation atlas does (Carter et al. 2019), so the image must
     point *in* the direction, not only far along it.
 
+    ``vector`` may also be a matrix (B, C): one direction per image, image b pulled towards
+    row b, all in one batched optimization (render with ``batch_size=B``). This is what makes
+    an activation atlas affordable: its hundreds of icons are one render, not hundreds.
+
     >>> image = render(model, direction("blocks.5", mean_activation, cosine_power=1, x=3, y=3))
+    >>> icons = render(model, direction("blocks.5", cell_means, cosine_power=4), batch_size=len(cell_means))
     """
     _check_layer_name(layer_name)
     if not isinstance(vector, torch.Tensor):
         vector = torch.as_tensor(vector, dtype=torch.float32)
-    if vector.dim() != 1 or not vector.is_floating_point():
-        raise ValueError(f"direction needs a 1-D float vector (one entry per channel), got shape {tuple(vector.shape)}.")
+    if vector.dim() not in (1, 2) or not vector.is_floating_point():
+        raise ValueError(
+            "direction needs a 1-D float vector (one entry per channel), or a 2-D float matrix "
+            f"(one row per image of the batch), got shape {tuple(vector.shape)} and dtype {vector.dtype}."
+        )
+    if not torch.isfinite(vector).all():
+        raise ValueError("the direction contains NaN or infinite values; check how it was computed.")
     if not _is_number(cosine_power) or cosine_power < 0:
         raise ValueError(f"cosine_power must be a number >= 0, got {cosine_power!r}")
     _check_int(x, "x", allow_none=True)
     _check_int(y, "y", allow_none=True)
-    vector = vector.detach()
+    per_image = vector.dim() == 2
+    vectors_by_image = vector.detach() if per_image else vector.detach().unsqueeze(0)  # (B or 1, C)
     cache: dict = {}
 
     def inner(acts):
         act = acts[layer_name]
         key = (act.device, act.dtype)
-        if key not in cache:  # move the vector once, not every step
+        if key not in cache:  # move the vectors once, not every step
             cache.clear()
-            cache[key] = vector.to(device=act.device, dtype=act.dtype)
-        v = cache[key]
+            cache[key] = vectors_by_image.to(device=act.device, dtype=act.dtype)
+        v = cache[key]  # (B or 1, C)
         if act.dim() == 4:
             if x is not None or y is not None:
                 row = act.shape[2] // 2 if y is None else min(y, act.shape[2] - 1)
@@ -394,21 +405,28 @@ def direction(
                 vectors = act.flatten(2).transpose(1, 2)  # (N, positions, C)
         else:
             vectors = act.unsqueeze(1)
-        dot = vectors @ v  # (N, positions)
+        # (N, positions, C) . (B or 1, C) -> (N, positions): row n against direction n (or the one direction)
+        dot = (vectors @ v.unsqueeze(2)).squeeze(2)
         if cosine_power:
-            cosine = dot / (vectors.norm(dim=2) * v.norm() + 1e-6)
+            cosine = dot / (vectors.norm(dim=2) * v.norm(dim=1, keepdim=True) + 1e-6)
             dot = dot * cosine.clamp(min=0.1) ** cosine_power
         return _select(dot.mean(1), batch)
 
     def check_length(shapes, batch_size):
         shape = shapes.get(layer_name)
-        if shape is not None and len(shape) >= 2 and shape[1] != vector.numel():
+        if shape is not None and len(shape) >= 2 and shape[1] != vectors_by_image.shape[1]:
             raise ValueError(
-                f"the direction has {vector.numel()} entries but layer {layer_name!r} has {shape[1]} channels; "
-                "give one entry per channel."
+                f"the direction has {vectors_by_image.shape[1]} entries but layer {layer_name!r} has {shape[1]} "
+                "channels; give one entry per channel."
+            )
+        if per_image and vectors_by_image.shape[0] != batch_size:
+            raise ValueError(
+                f"the direction matrix has {vectors_by_image.shape[0]} rows (one per image) but the batch has "
+                f"{batch_size} images; render with batch_size={vectors_by_image.shape[0]}."
             )
 
-    return Objective(inner, f"direction {layer_name}", [layer_name],
+    name = f"direction {layer_name}" + (f" x{vectors_by_image.shape[0]}" if per_image else "")
+    return Objective(inner, name, [layer_name],
                      checks=[_check_layer_shape(layer_name, None, x, y), check_length, _check_batch(batch)])
 
 
