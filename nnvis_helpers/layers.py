@@ -40,6 +40,15 @@ class LayerNotFoundError(ValueError):
     """A layer name that the model does not have."""
 
 
+class _StopForward(BaseException):
+    """Raised by a forward hook once every needed activation is captured, to skip the rest of the network.
+
+    The helper whose hook raises it catches it around its own ``model(images)`` call
+    (``featurevis.render``, ``datasets.collect_activations``), so it never reaches a user.
+    A BaseException, so that a model's own ``except Exception`` cannot swallow it.
+    """
+
+
 def layer_names(model: nn.Module) -> list[str]:
     """Every submodule's name, in the order ``print(model)`` shows them (``"features.28"``)."""
     return [name for name, _ in model.named_modules() if name]

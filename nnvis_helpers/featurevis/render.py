@@ -22,20 +22,13 @@ from torch import nn
 
 from ..checks import check_images
 from ..config import pick
-from ..layers import _first_tensor, _model_device, get_layer, preserve_model_state
+from ..layers import _first_tensor, _model_device, _StopForward, get_layer, preserve_model_state
 from .objectives import INPUT, MODEL_OUTPUT, Objective, as_objective
 from .objectives import layer as layer_objective
 from .param import ImageParam, _size_pair, as_param
 from .transforms import as_transform
 
 __all__ = ["render", "evaluate", "deepdream", "ActivationRunner"]
-
-
-class _StopForward(BaseException):
-    """Raised by a hook once every needed activation is captured; never leaves this module.
-
-    A BaseException, so that a model's own ``except Exception`` cannot swallow it.
-    """
 
 
 class ActivationRunner:
