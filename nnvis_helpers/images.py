@@ -41,6 +41,16 @@ def _sklearn(name: str) -> Callable[[], np.ndarray]:
     return load
 
 
+def _matplotlib(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from matplotlib import cbook
+
+        with Image.open(cbook.get_sample_data(name, asfileobj=False)) as picture:
+            return np.asarray(picture.convert("RGB"))
+
+    return load
+
+
 # Real photos that ship inside scikit-image and scikit-learn, so the course runs offline.
 # name -> (loader, what it shows)
 _SAMPLES: dict[str, tuple[Callable[[], np.ndarray], str]] = {
@@ -54,6 +64,16 @@ _SAMPLES: dict[str, tuple[Callable[[], np.ndarray], str]] = {
     "flower": (_sklearn("flower.jpg"), "a flower (scikit-learn)"),
 }
 
+# More pictures that ship offline. With the samples above they make every photo of
+# ``datasets.OfflinePhotos`` (one list: ``_OFFLINE_PHOTOS``); ``load_image`` reads them by name too.
+_MORE_PHOTOS: dict[str, tuple[Callable[[], np.ndarray], str]] = {
+    "grace_hopper": (_matplotlib("grace_hopper.jpg"), "Rear Admiral Grace Hopper, a portrait (matplotlib)"),
+    "brick": (_skimage("brick"), "a brick wall, grayscale texture (scikit-image)"),
+    "grass": (_skimage("grass"), "grass, grayscale texture (scikit-image)"),
+    "gravel": (_skimage("gravel"), "gravel, grayscale texture (scikit-image)"),
+}
+_OFFLINE_PHOTOS = {**_SAMPLES, **_MORE_PHOTOS}
+
 
 def sample_images() -> list[str]:
     """The names of the sample photos that ship offline, for ``load_image(name)``.
@@ -65,8 +85,8 @@ def sample_images() -> list[str]:
 
 
 def describe_sample(name: str) -> str:
-    """What the sample photo ``name`` shows, and where it comes from."""
-    return _SAMPLES[name][1]
+    """What the offline photo ``name`` shows, and where it comes from."""
+    return _OFFLINE_PHOTOS[name][1]
 
 
 def _to_rgb_array(picture: np.ndarray | Image.Image) -> np.ndarray:
@@ -111,8 +131,8 @@ def _over_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 def _open_source(source: str | os.PathLike) -> Image.Image | np.ndarray:
     text = str(source)
-    if text in _SAMPLES:
-        return _SAMPLES[text][0]()
+    if text in _OFFLINE_PHOTOS:
+        return _OFFLINE_PHOTOS[text][0]()
     if text.startswith(("http://", "https://")):
         try:
             request = urllib.request.Request(text, headers={"User-Agent": "nnvis-course"})
@@ -147,7 +167,13 @@ def _decode(file, label: str) -> Image.Image:
 
 
 def _resize_and_crop(picture: np.ndarray, size: int | tuple[int, int] | None) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1)  # (3, H, W)
+    # (3, H, W), contiguous: an antialiased resize of a permuted (H, W, 3) view is many times slower
+    tensor = torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1).contiguous()
+    return _resize_tensor(tensor, size)
+
+
+def _resize_tensor(tensor: torch.Tensor, size: int | tuple[int, int] | None) -> torch.Tensor:
+    """(3, H, W) in [0, 1] -> shorter side to an int ``size`` and the centre square, or exactly (height, width)."""
     if size is None:
         return tensor
     from torchvision.transforms.functional import center_crop, resize
