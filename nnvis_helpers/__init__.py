@@ -2,7 +2,8 @@
 
 The modules read like the course's table of contents:
 
-* foundation: ``device``, ``config``, ``checks``, ``images``, ``models``, ``layers``, ``plotting``
+* foundation: ``device``, ``config``, ``checks``, ``images``, ``models``, ``layers``, ``plotting``,
+  ``datasets`` (pictures in quantity and ``collect_activations``)
 * 01 ``architecture``: layer tables, receptive fields, the layer map, TensorBoard and torchviz
 * 02 ``saliency``: gradients, guided backprop, SmoothGrad, Grad-CAM, occlusion, sanity checks
 * 03 ``attribution``: integrated gradients, baselines, layer integrated gradients
@@ -56,6 +57,15 @@ from .attribution import (
 )
 from .checks import check_images, check_target
 from .config import is_fast, pick, quality, seed_everything
+from .datasets import (
+    ActivationSet,
+    ImageFolderImages,
+    ImagenetteImages,
+    OfflinePhotos,
+    collect_activations,
+    dataset,
+    default_data_root,
+)
 from .device import describe_device, get_device
 from .featurevis import deepdream, render
 from .images import describe_sample, load_image, load_images, sample_images, to_numpy, to_pil
@@ -108,6 +118,8 @@ __all__ = [
     "format_layer_table", "get_layer", "layer_names", "list_layers", "preserve_model_state",
     "OFFLINE_MODEL", "ModelInfo", "imagenet_labels", "load_model", "model_info", "predict", "top_predictions",
     "normalize_heatmap", "overlay_heatmap", "plot_predictions", "save_gallery_figure", "show_heatmap", "show_images",
+    "ActivationSet", "ImageFolderImages", "ImagenetteImages", "OfflinePhotos", "collect_activations", "dataset",
+    "default_data_root",
     # 01 architecture
     "LayerPicker", "LayerRow", "LayerTable", "ReceptiveField", "crop_receptive_field", "describe_layer",
     "draw_layer_map", "layer_picker", "layer_table", "read_tensorboard_graph", "receptive_field",

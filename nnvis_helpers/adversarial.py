@@ -34,6 +34,8 @@ from PIL import Image
 from torch import nn
 
 from .checks import check_images, check_target
+from .datasets import _cut, _photo_tensor, _random_square
+from .images import _OFFLINE_PHOTOS, _resize_tensor, load_image, sample_images
 from .layers import _model_device, preserve_model_state
 
 __all__ = [
@@ -457,10 +459,6 @@ def evaluation_set(
     >>> images, names = evaluation_set(views=2); names[:2]
     ['chelsea', 'chelsea (crop 1, mirrored)']
     """
-    from torchvision.transforms.functional import hflip, resized_crop
-
-    from .images import load_image, sample_images
-
     names = sample_images() if names is None else list(names)
     if not names:
         raise ValueError("evaluation_set needs at least one photo name; see sample_images().")
@@ -468,18 +466,14 @@ def evaluation_set(
     generator = torch.Generator().manual_seed(seed)
     images, labels = [], []
     for name in names:
-        photo = load_image(name, size=None)[0]  # full resolution, so crops stay sharp
-        images.append(load_image(name, size=size)[0])
+        # full resolution, so crops stay sharp
+        photo = _photo_tensor(name) if name in _OFFLINE_PHOTOS else load_image(name, size=None)[0]
+        images.append(_resize_tensor(photo, size))
         labels.append(name)
-        height, width = photo.shape[1:]
         for view in range(1, views):
-            area = float(torch.empty(1).uniform_(0.45, 0.9, generator=generator)) * min(height, width) ** 2
-            side = int(round(math.sqrt(area)))
-            top = int(torch.randint(0, height - side + 1, (1,), generator=generator))
-            left = int(torch.randint(0, width - side + 1, (1,), generator=generator))
-            crop = resized_crop(photo, top, left, side, side, [size, size], antialias=True).clamp(0, 1)
+            box = _random_square(photo.shape[1], photo.shape[2], (0.45, 0.9), generator)
             mirrored = view % 2 == 1
-            images.append(hflip(crop) if mirrored else crop)
+            images.append(_cut(photo, box, size, mirrored))
             labels.append(f"{name} (crop {view}{', mirrored' if mirrored else ''})")
     return torch.stack(images), labels
 
