@@ -665,8 +665,8 @@ def collect_activations(
     that records the whole maps of the batches you run yourself.
 
     >>> acts = collect_activations(model, "blocks.5", dataset("offline", length=512), positions_per_image=4)
-    >>> acts.vectors.shape  # 512 images x 4 positions, 112 channels
-    torch.Size([2048, 112])
+    >>> acts.vectors.shape  # 512 images x 4 positions, 192 channels
+    torch.Size([2048, 192])
     """
     from tqdm.auto import tqdm
 
