@@ -9,12 +9,14 @@ The modules read like the course's table of contents:
 * 03 ``attribution``: integrated gradients, baselines, layer integrated gradients
 * 04 ``featurevis``: objectives, parameterizations, transforms, ``render``, ``deepdream``
 * 05 ``adversarial``: FGSM, BIM, PGD, DeepFool, evaluation helpers
+* 06 ``atlas``: activation atlas — layout, grid, batched icons, class view, paths across it
 
 Everything below is re-exported here, so ``from nnvis_helpers import grad_cam`` works; the
 feature-visualization building blocks (``channel``, ``fourier``, ``jitter``, ...) are used as
-``featurevis.channel(...)`` because their short names would be ambiguous at the top level.
+``featurevis.channel(...)`` because their short names would be ambiguous at the top level. The
+atlas's steps likewise: ``atlas.layout``, ``atlas.grid_cells``, ``atlas.render_icons``, ...
 """
-from . import featurevis
+from . import atlas, featurevis
 from .adversarial import (
     AttackInfo,
     JPEGCompression,
@@ -42,6 +44,7 @@ from .architecture import (
     torchviz_graph,
     write_tensorboard_graph,
 )
+from .atlas import activation_atlas, draw_atlas
 from .attribution import (
     BASELINES,
     METHODS,
@@ -136,4 +139,6 @@ __all__ = [
     # 05 adversarial
     "AttackInfo", "JPEGCompression", "accuracy_vs_epsilon", "amplify_perturbation", "bim", "deepfool",
     "evaluation_set", "fgsm", "pgd",
+    # 06 activation atlas
+    "atlas", "activation_atlas", "draw_atlas",
 ]

@@ -12,6 +12,7 @@ from conftest import assert_untouched, snapshot
 from nnvis_helpers.atlas import (
     Atlas,
     activations_at,
+    atlas_explorer,
     atlas_image,
     class_focused_vectors,
     draw_atlas,
@@ -210,6 +211,12 @@ def test_project_places_training_vectors_where_the_layout_put_them(tiny_cnn):
     images = torch.rand(8, 3, SIZE, SIZE)
     atlas = _atlas_from_images(tiny_cnn, "features.3", images)
     assert torch.allclose(project(atlas, tiny_cnn, images), atlas.layout.coords, atol=1e-5)
+    on_layout = project(atlas.layout, tiny_cnn, images, layer="features.3")
+    assert torch.allclose(on_layout, atlas.layout.coords, atol=1e-5)
+    with pytest.raises(TypeError, match="needs the layer"):
+        project(atlas.layout, tiny_cnn, images)
+    with pytest.raises(TypeError, match="Atlas or a Layout"):
+        project(images, tiny_cnn, images)
 
 
 def test_class_focused_vectors_keep_the_top_of_each_class(tiny_cnn):
@@ -246,10 +253,23 @@ def test_drawings_return_figures_and_check_their_arguments(tiny_cnn):
         draw_grid(atlas.grid),
         draw_atlas(atlas, cell_labels=list("vwxyz"), cell_colours=["red"] * 5),
         draw_path(atlas, torch.tensor([[0.1, 0.5], [0.9, 0.5]]), labels=["start", "end"]),
+        draw_path(atlas.layout, torch.tensor([[0.1, 0.5], [0.9, 0.5]]), point_labels=list("abcab")),
     ]
     assert all(isinstance(figure, plt.Figure) for figure in figures)
     with pytest.raises(ValueError, match="3 entries for 5 drawn cells"):
         draw_atlas(atlas, cell_labels=list("xyz"))
     with pytest.raises(ValueError, match=r"cell \(0, 0\) has fewer than 1 vectors"):
         show_cell(atlas, 0, 0)
+    plt.close("all")
+
+
+def test_explorer_widget_redraws_the_picked_cell(tiny_cnn):
+    images = torch.rand(5, 3, SIZE, SIZE)
+    atlas = _atlas_from_images(tiny_cnn, "features.3", images)
+    widget = atlas_explorer(atlas)
+    picker, picture = widget.children
+    first = picture.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    picker.value = picker.options[-1][1]
+    assert picture.value != first, "picking another cell draws another picture"
     plt.close("all")

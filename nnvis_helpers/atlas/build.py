@@ -337,15 +337,25 @@ def activations_at(model: nn.Module, layer: str, images: torch.Tensor, position=
     return tensor[:, :, row, column].float().cpu()
 
 
-def project(atlas: Atlas, model: nn.Module, images: torch.Tensor, position="centre") -> torch.Tensor:
-    """Where images (N, 3, H, W) land on the atlas: positions (N, 2) in the unit square.
+def project(base, model: nn.Module, images: torch.Tensor, position="centre", layer: str | None = None) -> torch.Tensor:
+    """Where images (N, 3, H, W) land on an atlas or a layout: positions (N, 2) in the unit square.
 
-    The activation of each image at ``layer`` (centre position by default) is placed with the
-    layout's ``transform``. Give the images at the size the atlas was collected at.
+    The activation of each image at the layer (centre position by default; ``"mean"`` for the
+    spatial mean, as the vectors were collected) is placed with the layout's ``transform``.
+    ``base`` is an :class:`Atlas`, or a :class:`Layout` together with ``layer=``. Give the images
+    at the size the vectors were collected at.
 
     >>> path = project(atlas, model, torch.cat([photo, *adversarial_steps]))
     """
-    return atlas.layout.transform(activations_at(model, atlas.layer, images, position))
+    if isinstance(base, Atlas):
+        fitted, layer = base.layout, base.layer
+    elif isinstance(base, Layout):
+        if not isinstance(layer, str):
+            raise TypeError("project onto a Layout needs the layer its vectors came from: layer='conv_head', say.")
+        fitted = base
+    else:
+        raise TypeError(f"project places images on an Atlas or a Layout, got {type(base).__name__}.")
+    return fitted.transform(activations_at(model, layer, images, position))
 
 
 @dataclass

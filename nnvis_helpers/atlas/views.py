@@ -50,7 +50,7 @@ def atlas_image(atlas: Atlas, density: bool = True, background: float = 1.0) -> 
     canvas = torch.full((3, grid.grid_size * size, grid.grid_size * size), float(background))
     counts = grid.counts[grid.cells[:, 0], grid.cells[:, 1]].float()
     if density and counts.max() > counts.min():
-        opacity = 0.25 + 0.75 * (counts.log() - counts.log().min()) / (counts.log().max() - counts.log().min())
+        opacity = 0.4 + 0.6 * (counts.log() - counts.log().min()) / (counts.log().max() - counts.log().min())
     else:
         opacity = torch.ones_like(counts)
     for k, (row, column) in enumerate(grid.cells.tolist()):
@@ -167,9 +167,26 @@ def draw_atlas(
     return fig
 
 
-def draw_path(atlas: Atlas, coords, labels: Sequence[str] | None = None, ax=None, colour: str = "red", title=None):
-    """A path of positions (T, 2) over the atlas (an attack's steps, say), start and end labelled."""
-    fig = draw_atlas(atlas, ax=ax, title=title)
+def draw_path(
+    base,
+    coords,
+    labels: Sequence[str] | None = None,
+    ax=None,
+    colour: str = "red",
+    point_labels: Sequence[str] | None = None,
+    title: str | None = None,
+):
+    """A path of positions (T, 2) over an atlas or a layout (an attack's steps, say), start and end labelled.
+
+    ``base``: an :class:`Atlas` (the icons are drawn under the path) or a :class:`Layout` (its
+    scatter, coloured by ``point_labels`` as in :func:`draw_layout`).
+    """
+    if isinstance(base, Atlas):
+        fig = draw_atlas(base, ax=ax, title=title)
+    elif isinstance(base, Layout):
+        fig = draw_layout(base, point_labels, ax=ax, title=title)
+    else:
+        raise TypeError(f"draw_path draws over an Atlas or a Layout, got {type(base).__name__}.")
     ax = fig.axes[0] if ax is None else ax
     points = torch.as_tensor(coords).numpy()
     ax.plot(points[:, 0], points[:, 1], "-", color=colour, lw=2, alpha=0.9)
@@ -241,24 +258,26 @@ def atlas_explorer(atlas: Atlas, dataset=None, model=None, count: int = 6):
     """An interactive view (ipywidgets): pick a cell, see its icon large, its count, classes and images.
 
     Needs ipywidgets in a live Jupyter or Colab kernel; where widgets do not render, call
-    :func:`show_cell` for a static view of one cell.
+    :func:`show_cell` for a static view of one cell. The picture is a PNG in an ``Image``
+    widget, redrawn when the choice changes.
     """
+    import io
+
     import ipywidgets as widgets
-    from IPython.display import display
 
     cells = atlas.cells.tolist()
     options = [(f"({r}, {c}): {int(atlas.grid.counts[r, c])} vectors", (r, c)) for r, c in cells]
     busiest = max(cells, key=lambda rc: int(atlas.grid.counts[rc[0], rc[1]]))
     picker = widgets.Dropdown(options=options, value=tuple(busiest), description="cell")
-    output = widgets.Output()
+    picture = widgets.Image(format="png")
 
     def redraw(change=None):
-        with output:
-            output.clear_output(wait=True)
-            figure = show_cell(atlas, *picker.value, dataset=dataset, model=model, count=count)
-            display(figure)
-            plt.close(figure)
+        figure = show_cell(atlas, *picker.value, dataset=dataset, model=model, count=count)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+        plt.close(figure)
+        picture.value = buffer.getvalue()
 
     picker.observe(redraw, names="value")
     redraw()
-    return widgets.VBox([picker, output])
+    return widgets.VBox([picker, picture])
