@@ -34,7 +34,7 @@ from PIL import Image
 from torch import nn
 
 from .checks import check_images, check_target
-from .datasets import _cut, _photo_tensor, _random_square
+from .datasets.photos import _cut, _photo_tensor, _random_square
 from .images import _OFFLINE_PHOTOS, _resize_tensor, load_image, sample_images
 from .layers import _model_device, preserve_model_state
 

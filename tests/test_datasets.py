@@ -31,6 +31,7 @@ from nnvis_helpers import (
     load_image,
 )
 from nnvis_helpers import datasets as datasets_module
+from nnvis_helpers.datasets import folders as folders_module
 from nnvis_helpers import models as models_module
 
 ALL_PHOTOS = [
@@ -531,7 +532,7 @@ def test_auto_falls_back_to_the_offline_photos(tmp_path, monkeypatch, capsys):
 
 
 def test_the_real_probe_answers_within_its_timeout():
-    url = datasets_module._imagenette_url("160px")
+    url = folders_module._imagenette_url("160px")
     start = time.perf_counter()
     answer = models_module._can_reach(url, timeout=1.0)
     assert isinstance(answer, bool) and time.perf_counter() - start < 2.0
