@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from nnvis_helpers import collect_activations, dataset, load_model, pick  # noqa: E402
-from nnvis_helpers.atlas import grid_cells, layout, render_icons, whitening_matrix  # noqa: E402
+from nnvis_helpers.atlas import grid_cells, icon_settings, layout, render_icons, whitening_matrix  # noqa: E402
 from timing import interleaved_rounds  # noqa: E402
 
 LAYER = "blocks.4"
@@ -65,7 +65,6 @@ def bench_preset(model, preset: str) -> dict:
     images = pick(fast=400, cpu=1600, full=20000)
     size = pick(fast=128, cpu=160, full=224)
     grid_size, min_count = pick(fast=8, cpu=12, full=20), pick(fast=2, cpu=3, full=5)
-    icon, steps = pick(fast=(32, 48), cpu=(48, 128), full=(80, 512))
     stages = {}
     start = time.perf_counter()
     activations = collect_activations(model, LAYER, dataset("offline", size=size, length=images, verbose=False), progress=False)
@@ -75,13 +74,14 @@ def bench_preset(model, preset: str) -> dict:
     stages["layout"] = time.perf_counter() - start
     grid = grid_cells(fitted, activations.vectors, grid_size, min_count)
     start = time.perf_counter()
-    render_icons(model, LAYER, grid.directions, icon_size=icon, steps=steps,
-                 whitening=whitening_matrix(activations.vectors), progress=False)
+    icons = render_icons(model, LAYER, grid.directions, whitening=whitening_matrix(activations.vectors),
+                         progress=False)  # the preset's icon size and steps, as in notebook 06
     stages["icons"] = time.perf_counter() - start
     total = sum(stages.values())
-    print(f"preset {preset}: {images} images at {size} px, {len(grid.cells)} icons of {icon} px x {steps} steps: "
+    print(f"preset {preset}: {images} images at {size} px, {len(grid.cells)} icons of {icons.shape[-1]} px x "
+          f"{icon_settings()[1]} steps: "
           + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in stages.items()) + f", total {total:.1f} s")
-    return {"preset": preset, "images": images, "icons": len(grid.cells), **{k: round(v, 2) for k, v in stages.items()},
+    return {"preset": preset, "images": images, "cells": len(grid.cells), **{k: round(v, 2) for k, v in stages.items()},
             "total": round(total, 2)}
 
 

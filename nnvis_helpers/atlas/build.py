@@ -36,6 +36,7 @@ __all__ = [
     "project",
     "icon_faithfulness",
     "class_focused_vectors",
+    "icon_settings",
     "icon_transforms",
 ]
 
@@ -130,6 +131,11 @@ def _map_size(model: nn.Module, layer: str, image_size: int) -> tuple[int, ...]:
     return tuple(tensor.shape[1:])
 
 
+def icon_settings() -> tuple[int, int]:
+    """The preset's icon size in pixels and optimization steps: (40, 64) fast, (56, 256) cpu, (80, 512) full."""
+    return pick(fast=(40, 64), cpu=(56, 256), full=(80, 512))
+
+
 def render_icons(
     model: nn.Module,
     layer: str,
@@ -150,14 +156,16 @@ def render_icons(
     (Carter et al. 2019), all icons of a batch in one optimization. ``whitening`` (a (C, C)
     matrix from :func:`whitening_matrix`) renders ``direction @ whitening``, as the paper does.
     ``batch_size=None`` renders all K icons in one batch. Defaults follow the course preset
-    (fast 32 px / 32 steps, cpu 48 px / 128 steps, full 80 px / 512 steps).
+    (fast 40 px / 64 steps, cpu 56 px / 256 steps, full 80 px / 512 steps: the
+    settings of notebook 06).
 
     >>> icons = render_icons(model, "blocks.5", grid.directions)
     """
     from ..featurevis import direction, render
 
-    icon_size = pick(fast=32, cpu=48, full=80) if icon_size is None else _positive_int(icon_size, "icon_size", 8)
-    steps = pick(fast=32, cpu=128, full=512) if steps is None else _positive_int(steps, "steps")
+    default_size, default_steps = icon_settings()
+    icon_size = default_size if icon_size is None else _positive_int(icon_size, "icon_size", 8)
+    steps = default_steps if steps is None else _positive_int(steps, "steps")
     matrix = torch.from_numpy(_as_matrix(directions, "directions"))
     if len(matrix) == 0:
         raise ValueError("no directions to render: the grid has no cell with enough vectors; lower min_count.")
@@ -236,7 +244,7 @@ def activation_atlas(
     ``atlas_layout``: a :class:`Layout` already made, or a method name for :func:`layout`.
     ``whiten``: render each cell's mean times the inverse correlation of all vectors (the
     paper's choice; the grid and the class view use the plain means).
-    Grid size defaults to the preset (fast 8, cpu 14, full 20).
+    Grid size defaults to the preset (fast 8, cpu 12, full 20).
 
     >>> activations = collect_activations(model, "blocks.5", dataset("offline", length=2000))
     >>> atlas = activation_atlas(model, activations)
@@ -246,7 +254,7 @@ def activation_atlas(
     if not isinstance(layer, str):
         raise TypeError("activations must be what collect_activations() returned (it knows its layer).")
     get_layer(model, layer)  # a clear error now, before minutes of work, if it is another model's layer
-    grid_size = pick(fast=8, cpu=14, full=20) if grid_size is None else grid_size
+    grid_size = pick(fast=8, cpu=12, full=20) if grid_size is None else grid_size
     if not isinstance(atlas_layout, Layout):
         atlas_layout = layout(activations.vectors, method=atlas_layout, seed=seed, verbose=verbose)
     if len(atlas_layout) != len(activations.vectors):
