@@ -11,6 +11,7 @@ from torch import nn
 from conftest import assert_untouched, snapshot
 from nnvis_helpers.atlas import (
     Atlas,
+    activation_atlas,
     activations_at,
     atlas_explorer,
     atlas_image,
@@ -273,3 +274,53 @@ def test_explorer_widget_redraws_the_picked_cell(tiny_cnn):
     picker.value = picker.options[-1][1]
     assert picture.value != first, "picking another cell draws another picture"
     plt.close("all")
+
+
+def _held_out(name):
+    torch.manual_seed(0)
+    if name == "vit":
+        import timm
+
+        return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, num_classes=10), "fc_norm", "mean"
+    import torchvision
+
+    builders = {"resnet18": (torchvision.models.resnet18, "layer3"),
+                "mobilenet_v3_small": (torchvision.models.mobilenet_v3_small, "features.8")}
+    builder, layer = builders[name]
+    return builder(weights=None, num_classes=10), layer, 1
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "vit"])
+def test_a_whole_small_atlas_on_held_out_models_in_train_mode(name):
+    """Networks the course does not use, with random weights, in train mode: the atlas works and changes nothing."""
+    from nnvis_helpers import collect_activations
+
+    model, layer, positions = _held_out(name)
+    with torch.no_grad():
+        model.train()(torch.rand(4, 3, 64, 64))  # BatchNorm statistics that are not the defaults
+    before, values = snapshot(model), _everything(model)
+    images = torch.rand(24, 3, 64, 64)
+    activations = collect_activations(model, layer, images, positions_per_image=positions, progress=False)
+    atlas_ = activation_atlas(model, activations, grid_size=3, min_count=1, atlas_layout="pca", icon_size=64, steps=2,
+                              progress=False, verbose=False)
+    assert len(atlas_.icons) == len(atlas_.cells) > 0
+    logits = layer_to_logits(model, layer, atlas_.grid.directions, image_size=64)
+    assert logits.shape == (len(atlas_.cells), 10) and torch.isfinite(logits).all()
+    assert project(atlas_, model, images[:2], position="mean").shape == (2, 2)
+    assert_untouched(model, before)
+    assert all(torch.equal(a, b) for a, b in zip(values, _everything(model))), "a buffer or weight changed"
+
+
+def test_icon_transforms_keep_the_icon_size():
+    import random
+
+    from nnvis_helpers.atlas import icon_transforms
+
+    images = torch.rand(2, 3, 40, 40, requires_grad=True)
+    transform = icon_transforms(40)
+    rng = random.Random(0)
+    for _ in range(10):
+        moved = transform(images, rng)
+        assert moved.shape == images.shape
+    moved.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0

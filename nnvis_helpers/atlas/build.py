@@ -111,12 +111,27 @@ def grid_cells(coords, vectors, grid_size: int = 20, min_count: int = 3) -> Atla
 
 
 def icon_transforms(icon_size: int):
-    """Light robustness transforms for small icons: Lucid's standard set, scaled to the icon's size."""
+    """Light robustness transforms for small icons: Lucid's standard set, scaled to the icon's size.
+
+    The result is resized back to ``icon_size``: networks built for one input size (a ViT, a
+    classifier with a Flatten + Linear head) see the size they expect, and the centre neuron
+    stays the centre.
+    """
+    import torch.nn.functional as F
+
     from ..featurevis import compose, jitter, pad, random_rotate, random_scale
 
     shift = max(1, icon_size // 16)
-    return compose(pad(shift), jitter(shift), random_scale([0.95, 1.0, 1.05]), random_rotate(range(-5, 6)),
-                   jitter(max(1, shift // 2)))
+    robust = compose(pad(shift), jitter(shift), random_scale([0.95, 1.0, 1.05]), random_rotate(range(-5, 6)),
+                     jitter(max(1, shift // 2)))
+
+    def inner(images, rng):
+        moved = robust(images, rng)
+        if moved.shape[-2:] == images.shape[-2:]:
+            return moved
+        return F.interpolate(moved, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+    return inner
 
 
 def _map_size(model: nn.Module, layer: str, image_size: int) -> tuple[int, ...]:
