@@ -134,16 +134,20 @@ def icon_transforms(icon_size: int):
     return inner
 
 
-def _map_size(model: nn.Module, layer: str, image_size: int) -> tuple[int, ...]:
-    device = _model_device(model)
+def _layer_output(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:
+    """The output of ``layer`` for ``images``, in eval mode and without gradients; the model given back as it was."""
     with preserve_model_state(model), torch.no_grad():
         model.eval()
         with capture_activations(model, layer) as acts:
-            model(torch.full((1, 3, image_size, image_size), 0.5, device=device))
+            model(images.to(_model_device(model)))
     tensor = acts.get(layer)
-    if tensor is None:
-        raise ValueError(f"layer {layer!r} produced no tensor in a forward pass; pick another layer.")
-    return tuple(tensor.shape[1:])
+    if tensor is None or tensor.dim() not in (2, 4):
+        raise ValueError(f"layer {layer!r} gave no (N, C, H, W) or (N, C) tensor in a forward pass; pick another layer.")
+    return tensor
+
+
+def _map_size(model: nn.Module, layer: str, image_size: int) -> tuple[int, ...]:
+    return tuple(_layer_output(model, layer, torch.full((1, 3, image_size, image_size), 0.5)).shape[1:])
 
 
 def icon_settings() -> tuple[int, int]:
@@ -340,14 +344,7 @@ def activations_at(model: nn.Module, layer: str, images: torch.Tensor, position=
     """
     from ..checks import check_images
 
-    check_images(images)
-    with preserve_model_state(model), torch.no_grad():
-        model.eval()
-        with capture_activations(model, layer) as acts:
-            model(images.to(_model_device(model)))
-    tensor = acts.get(layer)
-    if tensor is None or tensor.dim() not in (2, 4):
-        raise ValueError(f"layer {layer!r} gave no (N, C, H, W) or (N, C) tensor.")
+    tensor = _layer_output(model, layer, check_images(images))
     if tensor.dim() == 2:
         return tensor.float().cpu()
     if position in ("centre", "center"):
