@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .checks import check_images, check_target
+from .checks import check_images, check_model, check_target, class_scores, prepare
 from .datasets.photos import _cut, _photo_tensor, _random_square
 from .images import _OFFLINE_PHOTOS, _resize_tensor, load_image, sample_images
-from .layers import _model_device, preserve_model_state
+from .layers import preserve_model_state
 
 __all__ = [
     "AttackInfo",
@@ -119,29 +119,8 @@ def _check_alpha(alpha, epsilon: float, steps: int) -> float:
     return float(alpha)
 
 
-def _num_classes(model: nn.Module, images: torch.Tensor, device: torch.device) -> int:
-    info = getattr(model, "info", None)
-    count = getattr(info, "num_classes", None)
-    if isinstance(count, int):
-        return count
-    # a model not made by load_model: one image through it (eval mode, no gradients) tells the number
-    with preserve_model_state(model), torch.no_grad():
-        model.eval()
-        return int(model(images[:1].to(device)).shape[1])
-
-
-def _check_classes(value, name: str, batch_size: int, num_classes: int, device: torch.device) -> torch.Tensor:
-    if isinstance(value, torch.Tensor) and value.dim() > 1 or isinstance(value, np.ndarray) and value.ndim > 1:
-        raise ValueError(
-            f"{name} must be one class index per image, shape ({batch_size},), or a single int; got shape "
-            f"{tuple(value.shape)}. One-hot rows or probabilities become indices with {name}.argmax(dim=1)."
-        )
-    if isinstance(value, (list, tuple)) and any(isinstance(item, (list, tuple)) for item in value):
-        raise ValueError(f"{name} must be a flat list of class indices, one per image; got a nested list.")
-    try:
-        return check_target(value, batch_size, num_classes, device)
-    except (TypeError, ValueError) as error:
-        raise type(error)(str(error).replace("target", name, 1)) from None
+def _check_classes(value, name: str, batch_size: int, num_classes: int | None, device: torch.device) -> torch.Tensor:
+    return check_target(value, batch_size, num_classes, device, name=name)
 
 
 @dataclass
@@ -150,14 +129,15 @@ class _Problem:
 
     images: torch.Tensor  # on the model's device
     goal: torch.Tensor | None  # classes to move away from (untargeted) or towards (targeted)
+    goal_name: str  # how the user called them: "labels" or "target_class"
     targeted: bool
     device: torch.device
     input_device: torch.device
 
 
 def _prepare(model, images, labels, target_class, targeted) -> _Problem:
-    # images were checked by the caller (check_images)
-    device = _model_device(model)
+    clean, _ = prepare(model, images)  # one checking path: module, images, device and dtype
+    device = clean.device
     if targeted is None:
         targeted = target_class is not None
     if not isinstance(targeted, bool):
@@ -170,19 +150,19 @@ def _prepare(model, images, labels, target_class, targeted) -> _Problem:
     if targeted and target_class is None and labels is None:
         raise ValueError("a targeted attack needs the class to reach: pass target_class=... (an int or one per image).")
     batch_size = images.shape[0]
-    needs_classes = labels is not None or target_class is not None
-    num_classes = _num_classes(model, images, device) if needs_classes else 0
+    # the number of classes of a model not made by load_model is checked on its first output
+    num_classes = getattr(getattr(model, "info", None), "num_classes", None)
     if labels is not None:
         labels = _check_classes(labels, "labels", batch_size, num_classes, device)
     if target_class is not None:
         target_class = _check_classes(target_class, "target_class", batch_size, num_classes, device)
     goal = target_class if target_class is not None else labels  # targeted=True alone: labels are the targets
-    return _Problem(images.detach().to(device), goal, targeted, device, images.device)
+    return _Problem(clean, goal, "target_class" if target_class is not None else "labels", targeted, device, images.device)
 
 
 def _predicted(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return model(images).argmax(dim=1)
+        return class_scores(model(images)).argmax(dim=1)
 
 
 def _finish(model, problem: _Problem, adversarial: torch.Tensor, reference_classes, return_info: bool):
@@ -201,12 +181,14 @@ def _finish(model, problem: _Problem, adversarial: torch.Tensor, reference_class
     return result, info
 
 
-def _loss_gradient(model: nn.Module, adversarial: torch.Tensor, goal: torch.Tensor, targeted: bool) -> torch.Tensor:
+def _loss_gradient(model: nn.Module, adversarial: torch.Tensor, goal: torch.Tensor, targeted: bool, name: str = "labels") -> torch.Tensor:
     """d loss / d input, where the attack climbs the loss: CE away from labels, minus CE to a target."""
     adversarial.requires_grad_(True)
     # mean over the batch, as torchattacks does: it rescales every image's gradient alike, so the
     # sign (L-infinity) and the direction (L2) of each image's step do not depend on the batch
-    loss = F.cross_entropy(model(adversarial), goal)
+    logits = class_scores(model(adversarial))
+    class_scores(logits, goal, name=name)  # a class the model does not have fails here, under the name the user gave
+    loss = F.cross_entropy(logits, goal)
     if targeted:
         loss = -loss
     (gradient,) = torch.autograd.grad(loss, adversarial)
@@ -246,13 +228,12 @@ def fgsm(
     epsilon = _check_epsilon(epsilon, "linf", check_images(images))
     problem = _prepare(model, images, labels, target_class, targeted)
     with preserve_model_state(model), torch.enable_grad():
-        model.eval()
         model.requires_grad_(False)  # gradients for the input only: no .grad on parameters, less work
         clean = problem.images
         reference = problem.goal if problem.goal is not None else _predicted(model, clean)
         adversarial = clean.clone()
         if epsilon > 0:
-            gradient = _loss_gradient(model, adversarial, reference, problem.targeted)
+            gradient = _loss_gradient(model, adversarial, reference, problem.targeted, problem.goal_name)
             adversarial = torch.clamp(clean + epsilon * gradient.sign(), min=0, max=1)
         reference_classes = None if problem.targeted else reference
         return _finish(model, problem, adversarial.detach(), reference_classes, return_info)
@@ -296,7 +277,6 @@ def pgd(
         raise ValueError(f"seed must be a non-negative int or None, got {seed!r}.")
     problem = _prepare(model, images, labels, target_class, targeted)
     with preserve_model_state(model), torch.enable_grad():
-        model.eval()
         model.requires_grad_(False)  # gradients for the input only: no .grad on parameters, less work
         clean = problem.images
         reference = problem.goal if problem.goal is not None else _predicted(model, clean)
@@ -305,9 +285,9 @@ def pgd(
         if epsilon > 0 and random_start:
             adversarial = torch.clamp(clean + _random_start(clean, epsilon, norm, seed), min=0, max=1)
         for _ in _progress(range(steps if epsilon > 0 else 0), progress, f"PGD-{norm}"):
-            gradient = _loss_gradient(model, adversarial, reference, problem.targeted)
+            gradient = _loss_gradient(model, adversarial, reference, problem.targeted, problem.goal_name)
             for _ in range(eot_samples - 1):
-                gradient += _loss_gradient(model, adversarial.detach(), reference, problem.targeted)
+                gradient += _loss_gradient(model, adversarial.detach(), reference, problem.targeted, problem.goal_name)
             with torch.no_grad():
                 # The same arithmetic, in the same order, as torchattacks' PGD and PGDL2: the results
                 # agree to the last bit; in-place operations save the temporaries.
@@ -397,11 +377,12 @@ def deepfool(
     check_images(images)
     problem = _prepare(model, images, labels, None, False)
     with preserve_model_state(model), torch.enable_grad():
-        model.eval()
         model.requires_grad_(False)
         clean = problem.images
         with torch.no_grad():
-            clean_logits = model(clean)
+            clean_logits = class_scores(model(clean))
+        if problem.goal is not None:
+            class_scores(clean_logits, problem.goal, name=problem.goal_name)
         reference = problem.goal if problem.goal is not None else clean_logits.argmax(dim=1)
         num_candidates = min(num_candidates, clean_logits.shape[1])
         # the true class first, then the most likely others (fixed at the start, as in the paper's code)
@@ -412,7 +393,7 @@ def deepfool(
         active = torch.arange(clean.shape[0], device=clean.device)
         for _ in _progress(range(max_steps), progress, "DeepFool"):
             current = adversarial[active].clone().requires_grad_(True)
-            logits = model(current)
+            logits = class_scores(model(current))
             still_correct = logits.argmax(dim=1) == reference[active]
             if not still_correct.any():
                 break
@@ -496,23 +477,22 @@ def accuracy_vs_epsilon(
     >>> accuracy_vs_epsilon(model, images, attack=pgd, epsilons=[0, 1/255, 2/255], steps=10, seed=0)
     [1.0, 0.31, 0.02]
     """
-    device = _model_device(model)
+    device, _ = check_model(model)
     check_images(images)
     if not callable(attack):
         raise TypeError(f"attack must be an attack function such as fgsm, bim or pgd, got {attack!r}.")
     batch_size = _check_steps(batch_size)
     epsilons = [float(e) for e in epsilons]
-    with preserve_model_state(model):
-        model.eval()
+    with preserve_model_state(model):  # eval mode inside
         if labels is None:
             labels = torch.cat([_predicted(model, images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
         else:
-            labels = _check_classes(labels, "labels", images.shape[0], _num_classes(model, images, device), device)
+            labels = _check_classes(labels, "labels", images.shape[0], getattr(getattr(model, "info", None), "num_classes", None), device)
         labels = labels.to(device)
         work = [(e, i) for e in epsilons for i in range(0, len(images), batch_size)]
         correct = dict.fromkeys(epsilons, 0)
         for epsilon, start in _progress(work, progress, f"{getattr(attack, '__name__', 'attack')} vs epsilon"):
-            batch = images[start : start + batch_size].to(device)
+            batch = images[start : start + batch_size].to(device)  # each attack casts to the model's dtype
             batch_labels = labels[start : start + batch_size]
             adversarial = batch if epsilon == 0 else attack(model, batch, batch_labels, epsilon, **options)
             correct[epsilon] += int((_predicted(model, adversarial) == batch_labels).sum())

@@ -487,7 +487,6 @@ def layer_table(model: nn.Module, input_size: Sequence[int] | None = None) -> La
         try:
             for name, module in modules:
                 handles.append(module.register_forward_hook(recorder(name)))
-            model.eval()  # a training-mode forward would update BatchNorm statistics
             tracer.set_field(images, _IDENTITY)
             with torch.no_grad(), tracer:
                 model(images)
@@ -1086,7 +1085,6 @@ def write_tensorboard_graph(
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         # add_graph runs torch.jit.trace, which torch 2.x marks deprecated; the notebook says so.
         warnings.filterwarnings("ignore", message=".*torch.jit.trace.*", category=FutureWarning)
-        model.eval()
         writer = SummaryWriter(log_dir=str(folder))
         try:
             writer.add_graph(model, images)
@@ -1130,7 +1128,6 @@ def torchviz_graph(
     images = _check_tensor(images).to(_model_device_dtype(model)[0])
     with preserve_model_state(model), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torchviz 0.0.3 compares versions with distutils
-        model.eval()
         if show_parameters:
             model.requires_grad_(True)
         output = model(images.detach().clone().requires_grad_(True))

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import check_images, check_target
-from .layers import _model_device, capture_activations, get_layer, preserve_model_state
+from .checks import check_images, check_number, class_scores, prepare
+from .layers import capture_activations, get_layer, preserve_model_state
 
 __all__ = [
     "METHODS",
@@ -189,22 +189,6 @@ def _as_baselines(images: torch.Tensor, baselines) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the engine
 
 
-def _num_classes(model: nn.Module, images: torch.Tensor) -> int:
-    info = getattr(model, "info", None)
-    if info is not None and hasattr(info, "num_classes"):
-        return int(info.num_classes)
-    with torch.no_grad():
-        return int(_logits(model, images[:1]).shape[1])
-
-
-def _logits(model: nn.Module, points: torch.Tensor) -> torch.Tensor:
-    output = model(points)
-    if not isinstance(output, torch.Tensor) or output.dim() != 2:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ValueError(f"the model must return class scores of shape (N, classes), got {shape}.")
-    return output
-
-
 def _check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size (path points per forward pass) must be an int >= 1, got {batch_size!r}.")
@@ -221,7 +205,7 @@ def _scores(model: nn.Module, points: torch.Tensor, targets: torch.Tensor, batch
     """F_target(points) without gradients, (P,), in batches."""
     with torch.no_grad():
         return torch.cat([
-            _logits(model, points[start:start + batch_size]).gather(1, targets[start:start + batch_size, None])[:, 0]
+            class_scores(model(points[start:start + batch_size]), targets[start:start + batch_size])
             for start in range(0, len(points), batch_size)
         ])
 
@@ -261,7 +245,7 @@ def _path_gradient_sums(
             points = torch.addcmul(starts[pair], point_alpha[first:first + batch_size].view(view), differences[pair])
             points.requires_grad_(True)
             with torch.enable_grad():
-                score = _logits(model, points).gather(1, targets[pair, None]).sum()
+                score = class_scores(model(points), targets[pair]).sum()
                 (gradient,) = torch.autograd.grad(score, points)
             sums.index_add_(0, pair, gradient.mul_(point_weight[first:first + batch_size].view(view)))
             bar.update()
@@ -293,12 +277,14 @@ def completeness_delta(
 
     >>> completeness_delta(model, attributions, images, 281)
     """
-    check_images(images)
+    x, targets = prepare(model, images, target)
     stacked = _as_baselines(images, baselines)
-    device = _model_device(model)
-    targets = check_target(target, len(images), _num_classes(model, images.to(device)), device)
+    batch_size = _check_batch_size(batch_size)
+    if not isinstance(attributions, torch.Tensor) or attributions.shape != images.shape:
+        shape = tuple(attributions.shape) if isinstance(attributions, torch.Tensor) else type(attributions).__name__
+        raise ValueError(f"attributions must have the images' shape {tuple(images.shape)}, got {shape}.")
     with preserve_model_state(model):
-        delta = _delta(model, attributions.to(device), images.to(device), targets, stacked.to(device).flatten(0, 1), batch_size)
+        delta = _delta(model, attributions.to(x), x, targets, stacked.to(x).flatten(0, 1), batch_size)
     return delta.to(images.device)
 
 
@@ -324,16 +310,14 @@ def integrated_gradients(
 
     >>> attributions, delta = integrated_gradients(model, load_image("chelsea"), 281, return_delta=True)
     """
-    check_images(images)
+    x, targets = prepare(model, images, target)
+    device = x.device
     _check_method(method)
     _check_steps(n_steps, method)
     batch_size = _check_batch_size(batch_size)
     stacked = _as_baselines(images, baselines)  # (K, N, 3, H, W)
-    device = _model_device(model)
-    x = images.detach().to(device)
-    targets = check_target(target, len(images), _num_classes(model, x), device)
     k, n = stacked.shape[:2]
-    starts = stacked.to(device).reshape(k * n, *images.shape[1:])
+    starts = stacked.to(x).reshape(k * n, *images.shape[1:])
     differences = x.repeat(k, 1, 1, 1) - starts
     with preserve_model_state(model):
         points = _straight_path_points(k * n, method, n_steps, device, x.dtype)
@@ -368,20 +352,17 @@ def expected_gradients(
 
     >>> attributions = expected_gradients(model, load_image("chelsea"), 281, load_images(["coffee", "rocket"]))
     """
-    check_images(images)
+    x, targets = prepare(model, images, target)
+    device = x.device
     check_images(references, name="references")
     if references.shape[1:] != images.shape[1:]:
         raise ValueError(
             f"references have images of shape {tuple(references.shape[1:])} but the images are "
             f"{tuple(images.shape[1:])}; load them at the same size."
         )
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}.")
+    n_samples = check_number(n_samples, "n_samples", low=1, integer=True)
     batch_size = _check_batch_size(batch_size)
-    device = _model_device(model)
-    x = images.detach().to(device)
     n = len(images)
-    targets = check_target(target, n, _num_classes(model, x), device)
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randint(len(references), (n_samples, n), generator=generator)
     alphas = torch.rand((n_samples * n,), generator=generator, dtype=torch.float64)
@@ -454,19 +435,17 @@ def layer_integrated_gradients(
     >>> attributions = layer_integrated_gradients(model, load_image("chelsea"), 281, "blocks.4")
     >>> heatmap = attributions.sum(1)   # (1, 14, 14): one value per position
     """
-    check_images(images)
+    x, targets = prepare(model, images, target)
+    device = x.device
     _check_method(method)
     _check_steps(n_steps, method)
     batch_size = _check_batch_size(batch_size)
     module = get_layer(model, layer)
     stacked = _as_baselines(images, baselines)
-    device = _model_device(model)
-    x = images.detach().to(device)
-    targets = check_target(target, len(images), _num_classes(model, x), device)
     k, n = stacked.shape[:2]
     with preserve_model_state(model):
         image_units = _layer_output(model, layer, x, batch_size)
-        starts = _layer_output(model, layer, stacked.to(device).flatten(0, 1), batch_size)
+        starts = _layer_output(model, layer, stacked.to(x).flatten(0, 1), batch_size)
         differences = image_units.repeat(k, *([1] * (image_units.dim() - 1))) - starts
         point_pair, point_alpha, point_weight = _straight_path_points(k * n, method, n_steps, device, starts.dtype)
         path_images = x.repeat(k, 1, 1, 1)
@@ -482,14 +461,14 @@ def layer_integrated_gradients(
                 units = torch.addcmul(starts[pair], point_alpha[first:first + batch_size].view(view), differences[pair])
                 replacement["value"] = units.requires_grad_(True)
                 with torch.enable_grad():
-                    score = _logits(model, path_images[pair]).gather(1, path_targets[pair, None]).sum()
+                    score = class_scores(model(path_images[pair]), path_targets[pair]).sum()
                     (gradient,) = torch.autograd.grad(score, units)
                 sums.index_add_(0, pair, gradient.mul_(point_weight[first:first + batch_size].view(view)))
                 bar.update()
         replacement.clear()
         attributions = (sums * differences).view(k, n, *starts.shape[1:]).mean(0)
         if return_delta:
-            delta = _delta(model, attributions, x, targets, stacked.to(device).flatten(0, 1), batch_size)
+            delta = _delta(model, attributions, x, targets, stacked.to(x).flatten(0, 1), batch_size)
             return attributions.to(images.device), delta.to(images.device)
     return attributions.to(images.device)
 
@@ -528,7 +507,8 @@ def path_profile(
     >>> profile = path_profile(model, load_image("chelsea"), 281)
     >>> plt.plot(profile.alphas, profile.scores)
     """
-    check_images(image)
+    x, targets = prepare(model, image, target)
+    device = x.device
     if len(image) != 1:
         raise ValueError(f"path_profile takes one image (1, 3, H, W), got a batch of {len(image)}; index it first.")
     if score not in ("logit", "probability"):
@@ -539,10 +519,8 @@ def path_profile(
     stacked = _as_baselines(image, baseline)
     if stacked.shape[0] != 1:
         raise ValueError("path_profile follows one path: give one baseline (1, 3, H, W).")
-    device = _model_device(model)
-    x = image.detach().to(device)
-    target_index = int(check_target(target, 1, _num_classes(model, x))[0])
-    start = stacked[0].to(device)
+    target_index = int(targets[0])
+    start = stacked[0].to(x)
     difference = x - start
     alphas = torch.linspace(0, 1, n_points, dtype=torch.float64)
     scores, norms, slopes = [], [], []
@@ -551,7 +529,8 @@ def path_profile(
             alpha = alphas[first:first + batch_size].to(device=device, dtype=x.dtype).view(-1, 1, 1, 1)
             points = (start + alpha * difference).requires_grad_(True)
             with torch.enable_grad():
-                outputs = _logits(model, points)
+                outputs = class_scores(model(points))
+                class_scores(outputs, targets.expand(len(points)))  # a class the model does not have fails here
                 if score == "probability":
                     outputs = outputs.softmax(dim=1)
                 values = outputs[:, target_index]

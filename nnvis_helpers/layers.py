@@ -24,6 +24,8 @@ __all__ = [
     "capture_gradients",
     "count_hooks",
     "preserve_model_state",
+    "fixed_input_size",
+    "probe_size",
 ]
 
 _HOOK_DICTS = (
@@ -125,16 +127,72 @@ def _first_tensor(output) -> torch.Tensor | None:
     return None
 
 
+def fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
+    """The (height, width) a model only accepts, when it declares one; None for most CNNs, which take any size.
+
+    Vision transformers cut the image into a fixed number of patches: timm's ``PatchEmbed`` (with
+    ``strict_img_size``) and torchvision's ``VisionTransformer`` say which size. A CNN with a
+    ``Flatten`` + ``Linear`` head also needs one size but does not say so: helpers then use the
+    images' own size, which is why they probe the model with the images you give.
+
+    >>> fixed_input_size(timm.create_model("vit_tiny_patch16_224", img_size=64))
+    (64, 64)
+    """
+    image_size = getattr(model, "image_size", None)  # torchvision VisionTransformer
+    if isinstance(image_size, int) and type(model).__name__ == "VisionTransformer":
+        return (image_size, image_size)
+    for module in model.modules():
+        size = getattr(module, "img_size", None)  # timm PatchEmbed
+        if size is not None and getattr(module, "strict_img_size", False) and not getattr(module, "dynamic_img_size", False):
+            size = (size, size) if isinstance(size, int) else tuple(size)
+            if len(size) == 2 and all(isinstance(side, int) for side in size):
+                return size
+    return None
+
+
+def probe_size(model: nn.Module) -> tuple[int, int]:
+    """The image size a helper uses to look at a model when it has no images: the fixed size, the
+    model's nominal size (``model.info.input_size``) or 224."""
+    fixed = fixed_input_size(model)
+    if fixed is not None:
+        return fixed
+    nominal = getattr(getattr(model, "info", None), "input_size", None)
+    return (nominal, nominal) if isinstance(nominal, int) else (224, 224)
+
+
+def _probe_forward(model: nn.Module, images: torch.Tensor, what: str) -> None:
+    """``model(images)`` for a helper that only looks (shapes, layer order); a failure says which size to pass."""
+    try:
+        model(images)
+    except _StopForward:
+        raise
+    except (RuntimeError, ValueError, AssertionError) as error:
+        size = tuple(images.shape)
+        raise RuntimeError(
+            f"{what} ran the model on a batch of shape {size} and the model failed: {error}\n"
+            f"If your model needs another input size (a 32 px CIFAR network, a ViT built for 64 px), pass it: "
+            f"input_size=(1, 3, 32, 32), or give images of that size."
+        ) from error
+
+
 def list_layers(
     model: nn.Module,
-    input_size: tuple[int, ...] = (1, 3, 224, 224),
+    input_size: tuple[int, ...] | None = None,
     leaves_only: bool = False,
 ) -> list[LayerInfo]:
     """Every layer with its type, output shape (from one forward pass) and parameter count.
 
+    ``input_size`` (N, 3, H, W) of the zero batch the shapes come from; default
+    (1, 3) + :func:`probe_size` (the model's fixed or nominal size, else 224).
+
     >>> [row.name for row in list_layers(vgg)][:2]
     ['features', 'features.0']
     """
+    if input_size is None:
+        input_size = (1, 3, *probe_size(model))
+    input_size = tuple(input_size)
+    if len(input_size) != 4 or not all(isinstance(side, int) and side > 0 for side in input_size):
+        raise ValueError(f"input_size must be (N, 3, H, W) with positive ints, such as (1, 3, 224, 224); got {input_size}.")
     modules = [(name, module) for name, module in model.named_modules() if name]
     if leaves_only:
         modules = [(name, module) for name, module in modules if not any(True for _ in module.children())]
@@ -154,7 +212,8 @@ def list_layers(
             for name, module in modules:
                 handles.append(module.register_forward_hook(recorder(name)))
             with torch.no_grad():
-                model(torch.zeros(input_size, device=_model_device(model)))
+                dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+                _probe_forward(model, torch.zeros(input_size, device=_model_device(model), dtype=dtype), "list_layers")
         finally:
             for handle in handles:
                 handle.remove()
@@ -265,31 +324,47 @@ def count_hooks(model: nn.Module) -> int:
 
 
 @contextmanager
-def preserve_model_state(model: nn.Module) -> Iterator[nn.Module]:
-    """Whatever happens inside, give the model back as it was.
+def preserve_model_state(model: nn.Module, eval_mode: bool = True) -> Iterator[nn.Module]:
+    """Run the block with the model in eval mode, and give the model back exactly as it was.
 
-    Restores every module's ``training`` flag, every parameter's ``requires_grad`` and
-    ``.grad``, and removes hooks registered inside the block (by us or by a library that
-    raised before cleaning up). Weights are not copied: techniques must not change them.
+    Every explanation in the course is computed in eval mode: BatchNorm uses its running
+    statistics (so an image's map does not depend on the rest of the batch) and Dropout is off
+    (two identical calls give the same map). ``eval_mode=False`` leaves the modes as they are.
+    On exit, whatever happened inside (an error, Ctrl-C), the guard restores every module's
+    ``training`` flag, every parameter's ``requires_grad`` and ``.grad``, every buffer's values
+    (BatchNorm's running statistics), and removes hooks registered inside the block (by us or by
+    a library that raised before cleaning up). Weights are not copied: techniques must not
+    change them.
 
     >>> with preserve_model_state(model):
-    ...     model.train()  # undone on exit
+    ...     model.training  # False inside; the model's own mode again after the block
     """
-    training = [(module, module.training) for module in model.modules()]
+    modules = list(model.modules())
+    training = [(module, module.training) for module in modules]
     parameters = [(p, p.requires_grad, p.grad) for p in model.parameters()]
-    hooks_before = [
-        (module, attr, set(getattr(module, attr, {}) or {})) for module in model.modules() for attr in _HOOK_DICTS
-    ]
+    buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
+    hooks_before = {  # only the non-empty hook dicts: most modules have none
+        (id(module), attr): set(hooks) for module in modules for attr in _HOOK_DICTS if (hooks := getattr(module, attr, None))
+    }
     try:
+        if eval_mode:
+            for module in modules:  # the flags only: a model's own train()/eval() override is not run
+                module.training = False
         yield model
     finally:
-        for module, attr, keys in hooks_before:
-            hooks = getattr(module, attr, None)
-            if hooks:
-                for key in [key for key in hooks if key not in keys]:
-                    del hooks[key]
+        for module in modules:
+            for attr in _HOOK_DICTS:
+                hooks = getattr(module, attr, None)
+                if hooks:
+                    keys = hooks_before.get((id(module), attr), ())
+                    for key in [key for key in hooks if key not in keys]:
+                        del hooks[key]
         for module, flag in training:
             module.training = flag
         for parameter, requires_grad, grad in parameters:
             parameter.requires_grad_(requires_grad)
             parameter.grad = grad
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                if buffer.shape == saved.shape:
+                    buffer.copy_(saved)

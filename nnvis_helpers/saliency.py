@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
+import warnings
 import weakref
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -33,8 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_images, check_target
-from .layers import _model_device, get_layer, preserve_model_state
+from torch.overrides import TorchFunctionMode
+
+from .checks import check_number, class_scores, prepare
+from .layers import _probe_forward, get_layer, preserve_model_state
 
 __all__ = [
     "vanilla_gradient",
@@ -52,28 +55,17 @@ __all__ = [
     "relu6_as_relu",
 ]
 
-#: The activations whose backward pass guided backprop and deconvnet replace.
-RECTIFIERS = (nn.ReLU, nn.ReLU6)
-
-
 # ----------------------------------------------------------------------------- shared steps
 
 
 def _prepare(model: nn.Module, images: torch.Tensor, target) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check the inputs and move them to the model's device: (images, target as a long (N,) tensor)."""
-    check_images(images)
-    info = getattr(model, "info", None)
-    num_classes = getattr(info, "num_classes", sys.maxsize)  # other models: checked on the output
-    device = _model_device(model)
-    return images.detach().to(device), check_target(target, len(images), num_classes, device)
+    """Check the inputs (one path for every helper, ``checks.prepare``): images on the model's device and dtype, target (N,)."""
+    return prepare(model, images, target)
 
 
-def _class_scores(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The score (logit) of each image's target class, shape (N,)."""
-    if outputs.dim() != 2:
-        raise ValueError(f"the model should return class scores (N, classes), got shape {tuple(outputs.shape)}.")
-    check_target(target, len(outputs), outputs.shape[1])  # a clear error for a class that does not exist
-    return outputs.gather(1, target[:, None])[:, 0]
+def _class_scores(outputs, target: torch.Tensor) -> torch.Tensor:
+    """The score (logit) of each image's target class, shape (N,); a clear error for any other output."""
+    return class_scores(outputs, target)
 
 
 def _input_gradient(model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -135,66 +127,152 @@ def gradient_x_input(model: nn.Module, images: torch.Tensor, target) -> torch.Te
         return images * _input_gradient(model, images, target)
 
 
-@contextmanager
-def _rectifier_backward_rule(model: nn.Module, rule: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Iterator[None]:
-    """Inside the block, every ReLU / ReLU6 module passes ``rule(grad_in, grad_out)`` backwards.
+class _RectifierRule(torch.autograd.Function):
+    """A ReLU (``top`` = inf) or ReLU6 (``top`` = 6) whose backward pass follows a modified rule.
 
-    ``grad_out`` is the gradient arriving at the activation's output, ``grad_in`` what the
-    ordinary backward pass would send to its input. The hooks work with in-place activations
-    (the input is cloned first, so each call gets its own tensor) and with modules that run
-    several times in one forward pass (each call keeps its own ``grad_out``).
+    ``guided``: R_in = [0 < x < top] * max(R_out, 0); ``deconvnet``: R_in = max(R_out, 0).
+    Only a boolean mask is kept for the backward pass, never ``x`` itself, so an in-place
+    activation (``F.relu(x, inplace=True)``) may overwrite ``x`` afterwards.
     """
-    pending: dict[nn.Module, dict] = {}
 
-    def before(module, inputs):
-        call = pending[module] = {}
-        private = inputs[0].clone()  # an in-place activation overwrites this copy, not a shared tensor
-        if private.requires_grad:
-            private.register_hook(lambda grad_in: rule(grad_in, call["grad_out"]))
-        return (private, *inputs[1:])
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, top: float, rule: str) -> torch.Tensor:
+        ctx.rule = rule
+        if rule == "guided":
+            ctx.save_for_backward((x > 0) & (x < top))
+        return x.clamp(min=0) if math.isinf(top) else x.clamp(0, top)
 
-    def after(module, inputs, output):
-        call = pending.pop(module)
-        if output.requires_grad:
-            output.register_hook(lambda grad_out: call.__setitem__("grad_out", grad_out))
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        if ctx.rule == "guided":
+            (active,) = ctx.saved_tensors
+            return grad_out.clamp(min=0) * active, None, None
+        return grad_out.clamp(min=0), None, None
 
-    handles = []
-    try:
-        for module in model.modules():
-            if isinstance(module, RECTIFIERS):
-                handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+
+_RELU = {F.relu, torch.relu, torch.Tensor.relu}
+_RELU_INPLACE = {torch.relu_, torch.Tensor.relu_, F.relu_}
+_HARDTANH = {F.hardtanh, F.hardtanh_}
+#: Activations the rules have no definition for: they keep their ordinary gradient (a warning names them).
+_UNCOVERED = {
+    "gelu", "silu", "hardswish", "mish", "elu", "selu", "celu", "leaky_relu", "leaky_relu_", "prelu", "rrelu",
+    "softplus", "glu", "elu_", "silu_",
+}
+
+
+def _rectifier_top(func, args, kwargs) -> tuple[float | None, bool]:
+    """(top, in place) when ``func(*args, **kwargs)`` is a ReLU (top inf) or ReLU6 / hardtanh(0, t) (top t); (None, False) otherwise."""
+    def argument(index: int, name: str, default):
+        return kwargs[name] if name in kwargs else (args[index] if len(args) > index else default)
+
+    if func in _RELU:
+        return math.inf, bool(argument(1, "inplace", False)) and func is F.relu
+    if func in _RELU_INPLACE:
+        return math.inf, True
+    if func is F.relu6:
+        return 6.0, bool(argument(1, "inplace", False))
+    if func in _HARDTANH:
+        low, high = argument(1, "min_val", -1.0), argument(2, "max_val", 1.0)
+        if low == 0 and high > 0:
+            return float(high), func is F.hardtanh_ or bool(argument(3, "inplace", False))
+    return None, False
+
+
+class _RectifierMode(TorchFunctionMode):
+    """Inside this mode every rectifier the forward pass calls, module or functional
+    (``nn.ReLU``, ``nn.ReLU6``, ``F.relu``, ``torch.relu_``, ``x.relu()``, ``F.relu6``,
+    ``F.hardtanh(x, 0, 6)``), computes the same output with the backward rule ``rule``.
+
+    A ``TorchFunctionMode`` sees every torch function called during the pass, so a ``F.relu``
+    inside a model's ``forward`` (DenseNet's last one) is found as well as the modules, which is
+    what captum's module hooks miss. Other activations are counted in ``uncovered``.
+    """
+
+    def __init__(self, rule: str):
+        super().__init__()
+        self.rule = rule
+        self.replaced = 0
+        self.uncovered: Counter = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        top, inplace = _rectifier_top(func, args, kwargs)
+        x = args[0] if args else None
+        if top is not None and isinstance(x, torch.Tensor) and x.is_floating_point():
+            self.replaced += 1
+            output = _RectifierRule.apply(x, top, self.rule)
+            if inplace:
+                x.copy_(output)  # the caller may keep using x: it now holds the output, graph included
+                return x
+            return output
+        name = getattr(func, "__name__", "")
+        if name in _UNCOVERED:
+            self.uncovered[name] += 1
+        return func(*args, **kwargs)
+
+
+def _warn_uncovered(model: nn.Module, mode: _RectifierMode, method: str) -> None:
+    if not mode.uncovered and mode.replaced:
+        return
+    kinds = {name.rstrip("_").replace("_", "") for name in mode.uncovered}
+    modules = [name for name, module in model.named_modules() if type(module).__name__.lower() in kinds]
+    seen = ", ".join(f"{name} x{count}" for name, count in sorted(mode.uncovered.items()))
+    where = f" (modules: {', '.join(modules[:4])}{', ...' if len(modules) > 4 else ''})" if modules else ""
+    if not mode.replaced:
+        message = (
+            f"{method}: the forward pass called no ReLU or ReLU6, so the rule changed nothing and the result is "
+            f"the plain gradient{(': activations seen were ' + seen + where) if seen else ''}. "
+            "Use vanilla_gradient for this model, or a method that does not depend on the activation (Grad-CAM, "
+            "integrated gradients)."
+        )
+    else:
+        message = (
+            f"{method}: the rule applies to ReLU and ReLU6 only ({mode.replaced} calls); these activations kept their "
+            f"ordinary gradient: {seen}{where}. The map mixes the rule with the plain gradient."
+        )
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+@contextmanager
+def _rectifier_backward_rule(model: nn.Module, rule: str, method: str) -> Iterator[None]:
+    """Inside the block, every rectifier of the forward pass follows ``rule`` ('guided' or 'deconvnet') backwards."""
+    mode = _RectifierMode(rule)
+    with mode:
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    _warn_uncovered(model, mode, method)
 
 
 def guided_backprop(model: nn.Module, images: torch.Tensor, target) -> torch.Tensor:
     """Guided backpropagation (Springenberg et al. 2014), (N, 3, H, W).
 
     At every ReLU / ReLU6 only positive gradients pass, and only where the unit was active:
-    R_in = [0 < x < top] * max(R_out, 0) (top = 6 for ReLU6, infinity for ReLU).
+    R_in = [0 < x < top] * max(R_out, 0) (top = 6 for ReLU6, infinity for ReLU). The rule covers
+    modules and functional calls inside ``forward`` (``F.relu``, ``x.relu_()``); other activations
+    (GELU, SiLU, Hardswish) have no such rule: they keep their gradient, and a warning names them.
 
     >>> guided_backprop(model, load_image("chelsea"), 281).shape
     torch.Size([1, 3, 224, 224])
     """
     images, target = _prepare(model, images, target)
-    with preserve_model_state(model), _rectifier_backward_rule(model, lambda grad_in, grad_out: grad_in.clamp(min=0)):
-        return _input_gradient(model, images, target)
+    with preserve_model_state(model), _rectifier_backward_rule(model, "guided", "guided_backprop"):
+        gradient = _input_gradient(model, images, target)
+    return gradient
 
 
 def deconvnet(model: nn.Module, images: torch.Tensor, target) -> torch.Tensor:
     """The deconvnet of Zeiler & Fergus (2014), (N, 3, H, W).
 
-    Every ReLU / ReLU6 is reversed by a ReLU on the backward signal, whatever the forward pass
-    did: R_in = max(R_out, 0).
+    Every ReLU / ReLU6 (module or functional) is reversed by a ReLU on the backward signal,
+    whatever the forward pass did: R_in = max(R_out, 0). Other activations keep their gradient,
+    with a warning, as in :func:`guided_backprop`.
 
     >>> deconvnet(model, load_image("chelsea"), 281).shape
     torch.Size([1, 3, 224, 224])
     """
     images, target = _prepare(model, images, target)
-    with preserve_model_state(model), _rectifier_backward_rule(model, lambda grad_in, grad_out: grad_out.clamp(min=0)):
-        return _input_gradient(model, images, target)
+    with preserve_model_state(model), _rectifier_backward_rule(model, "deconvnet", "deconvnet"):
+        gradient = _input_gradient(model, images, target)
+    return gradient
 
 
 def smoothgrad(
@@ -212,51 +290,73 @@ def smoothgrad(
     """SmoothGrad (Smilkov et al. 2017): the gradient averaged over ``n_samples`` noisy copies.
 
     The noise is Gaussian with standard deviation ``noise_level`` times the pixel range [0, 1]
-    (the paper recommends 10-20 %), drawn from a generator seeded with ``seed``: the same seed
-    gives the same noise as captum's ``NoiseTunnel`` after ``torch.manual_seed(seed)``.
-    ``squared=True`` averages the squared gradients (SmoothGrad-Squared). ``batch_size`` noisy
-    copies of each image go through the model at once. Output as in :func:`vanilla_gradient`.
+    (the paper recommends 10-20 %), drawn from a generator seeded with ``seed``: all samples of
+    image 0, then all of image 1, ..., the order and the numbers of captum's ``NoiseTunnel`` after
+    ``torch.manual_seed(seed)`` with all its samples in one batch. The noise of every sample is
+    drawn before the batches are cut, so ``batch_size`` (noisy copies per forward pass) changes
+    the speed and the memory, never the maps. ``squared=True`` averages the squared gradients
+    (SmoothGrad-Squared). Output as in :func:`vanilla_gradient`.
 
     >>> smoothgrad(model, load_image("chelsea"), 281, n_samples=25).shape
     torch.Size([1, 224, 224])
     """
     images, target = _prepare(model, images, target)
-    if n_samples < 1 or batch_size < 1:
-        raise ValueError(f"n_samples and batch_size must be at least 1, got {n_samples} and {batch_size}.")
+    n_samples = check_number(n_samples, "n_samples", low=1, integer=True)
+    batch_size = check_number(batch_size, "batch_size", low=1, integer=True, hint="It is the number of noisy copies per forward pass.")
+    noise_level = check_number(noise_level, "noise_level", low=0, hint="It is the noise's standard deviation in pixel units: 0.1 to 0.2 is usual.")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}.")
+    _reduce_colour(images[:1, :, :1, :1], reduce)  # a bad `reduce` fails before the work
     generator = torch.Generator(device=images.device).manual_seed(seed)
-    total = torch.zeros_like(images)
+    maps = []
     with preserve_model_state(model):
-        for start in range(0, n_samples, batch_size):
-            chunk = min(batch_size, n_samples - start)
-            # The noisy copies of image 0 first, then of image 1 ...: the order captum uses too.
-            noisy = images.repeat_interleave(chunk, dim=0)
-            noisy = noisy + noise_level * torch.randn(noisy.shape, generator=generator, device=noisy.device)
-            gradient = _input_gradient(model, noisy, target.repeat_interleave(chunk))
-            gradient = gradient.abs() if abs else gradient
-            gradient = gradient.square() if squared else gradient
-            total += gradient.view(len(images), chunk, *images.shape[1:]).sum(dim=1)
-    return _reduce_colour(total / n_samples, reduce)
+        for index in range(len(images)):
+            # One draw per image for all its samples, in captum's order; then batches of it.
+            noise = torch.randn((n_samples, *images.shape[1:]), generator=generator, device=images.device, dtype=images.dtype)
+            total = torch.zeros_like(images[0])
+            for start in range(0, n_samples, batch_size):
+                chunk = noise[start:start + batch_size].mul_(noise_level).add_(images[index])
+                gradient = _input_gradient(model, chunk, target[index].expand(len(chunk)))
+                gradient = gradient.abs() if abs else gradient
+                gradient = gradient.square() if squared else gradient
+                total += gradient.sum(dim=0)
+            maps.append(total / n_samples)
+    return _reduce_colour(torch.stack(maps), reduce)
 
 
 # ----------------------------------------------------------------------------- class activation maps
 
-_LAST_CONV: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+_LAST_CONV: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
-def last_conv_layer(model: nn.Module, input_size: int | None = None) -> str:
+def last_conv_layer(model: nn.Module, images: torch.Tensor | None = None, input_size: int | None = None) -> str:
     """The name of the layer Grad-CAM explains by default: the output of the last conv block.
 
-    One forward pass records what every module returns; after the last ``Conv2d``, the last
-    module (outermost block included) whose output still has the spatial size of that conv is
-    chosen: the ReLU after VGG's last conv, ResNet's ``layer4``, EfficientNet's ``bn2``.
+    One forward pass (eval mode, no gradients) on the first of ``images`` (default: a zero image of
+    ``input_size``, the model's fixed or nominal size, else 224) records what every module returns;
+    after the last ``Conv2d``, the last module (outermost block included) whose output still has
+    the spatial size of that conv is chosen: the ReLU after VGG's last conv, ResNet's ``layer4``,
+    EfficientNet's ``bn2``. Giving the images matters for networks that accept one size only (a
+    32 px CIFAR network with a Linear head, a ViT).
 
     >>> last_conv_layer(load_model("vgg16"))
     'features.29'
     """
-    cached = _LAST_CONV.get(model)
-    if cached is not None:
-        return cached
-    size = input_size or getattr(getattr(model, "info", None), "input_size", 224)
+    from .layers import probe_size
+
+    if images is not None:
+        images, _ = prepare(model, images)
+        probe = images[:1]
+    else:
+        if input_size is not None:
+            check_number(input_size, "input_size", low=1, integer=True)
+        height, width = (input_size, input_size) if input_size is not None else probe_size(model)
+        probe = None
+        size = (height, width)
+    size = tuple(probe.shape[-2:]) if probe is not None else size
+    cache = _LAST_CONV.setdefault(model, {})
+    if size in cache:
+        return cache[size]
     calls: list[tuple[str, nn.Module, tuple]] = []  # in the order the modules finish
     names = {module: name for name, module in model.named_modules() if name}
 
@@ -265,9 +365,13 @@ def last_conv_layer(model: nn.Module, input_size: int | None = None) -> str:
             calls.append((names[module], module, tuple(output.shape)))
 
     with preserve_model_state(model), torch.no_grad():
+        if probe is None:
+            parameter = next(model.parameters(), None)
+            probe = torch.zeros(1, 3, *size, device=parameter.device if parameter is not None else "cpu",
+                                dtype=parameter.dtype if parameter is not None else torch.float32)
         handles = [module.register_forward_hook(record) for module in names]
         try:
-            model(torch.zeros(1, 3, size, size, device=_model_device(model)))
+            _probe_forward(model, probe, "last_conv_layer")
         finally:
             for handle in handles:
                 handle.remove()
@@ -278,7 +382,7 @@ def last_conv_layer(model: nn.Module, input_size: int | None = None) -> str:
     name, module, _ = [call for call in calls[convs[-1]:] if len(call[2]) == 4 and call[2][2:] == spatial][-1]
     if sum(call[1] is module for call in calls) > 1:
         raise ValueError(f"layer {name!r} runs several times in one forward pass; pass layer='name' explicitly.")
-    _LAST_CONV[model] = name
+    cache[size] = name
     return name
 
 
@@ -325,12 +429,22 @@ def grad_cam(
     torch.Size([1, 224, 224])
     """
     images, target = _prepare(model, images, target)
-    name = last_conv_layer(model) if layer is None else layer
+    if not isinstance(relu, bool) or not isinstance(upsample, bool):
+        raise TypeError(f"relu and upsample must be True or False, got {relu!r} and {upsample!r}.")
+    name = last_conv_layer(model, images) if layer is None else layer
     with preserve_model_state(model), _keep_output(get_layer(model, name)) as kept, torch.enable_grad():
         scores = _class_scores(model(images), target)
-        activation = kept["output"]
+        activation = kept.get("output")
+        if activation is None:
+            raise ValueError(f"layer {name!r} did not run in the forward pass; choose a layer that does (list_layers(model)).")
         if activation.dim() != 4:
             raise ValueError(f"layer {name!r} outputs shape {tuple(activation.shape)}; Grad-CAM needs a conv map (N, C, h, w).")
+        if activation.shape[2] * activation.shape[3] == 1:
+            raise ValueError(
+                f"layer {name!r} has a 1 x 1 map at this image size ({images.shape[-2]} x {images.shape[-1]} px): Grad-CAM "
+                "would be one number spread over the image. Choose an earlier layer (list_layers(model) shows the "
+                "map sizes) or give larger images."
+            )
         # Only down to the layer: the rest of the backward pass is not needed.
         (gradient,) = torch.autograd.grad(scores.sum(), activation)
     weights = gradient.mean(dim=(2, 3), keepdim=True)  # alpha_k: how much channel k matters
@@ -347,6 +461,8 @@ def guided_grad_cam(model: nn.Module, images: torch.Tensor, target, layer: str |
     >>> guided_grad_cam(model, load_image("chelsea"), 281).shape
     torch.Size([1, 3, 224, 224])
     """
+    images, target = _prepare(model, images, target)
+    layer = last_conv_layer(model, images) if layer is None else layer
     cam = grad_cam(model, images, target, layer=layer, relu=True, upsample=True)
     return guided_backprop(model, images, target) * cam[:, None]
 
@@ -377,6 +493,13 @@ def occlusion(
 
     images, target = _prepare(model, images, target)
     count, _, height, width = images.shape
+    window = check_number(window, "window", low=1, integer=True, hint="It is the side of the grey square, in pixels.")
+    stride = check_number(stride, "stride", low=1, integer=True, hint="It is the step between squares, in pixels.")
+    batch_size = check_number(batch_size, "batch_size", low=1, integer=True)
+    if not isinstance(baseline, torch.Tensor):
+        baseline = check_number(baseline, "baseline", low=0, high=1, hint="It is the grey level of the square, in [0, 1].")
+    elif baseline.numel() != 1 and tuple(baseline.shape) not in (tuple(images.shape), (1, *images.shape[1:])):
+        raise ValueError(f"baseline must be a grey level in [0, 1] or images of shape {tuple(images.shape)}, got shape {tuple(baseline.shape)}.")
     if not 0 < stride <= window <= min(height, width):
         raise ValueError(f"need 0 < stride <= window <= image side ({min(height, width)}), got stride={stride}, window={window}.")
     baseline = torch.as_tensor(baseline, dtype=images.dtype, device=images.device).expand_as(images)
@@ -468,7 +591,7 @@ def sanity_check_randomization(
 
     images, target = _prepare(model, images, target)
     if methods is None:
-        layer = last_conv_layer(model)
+        layer = last_conv_layer(model, images)
         methods = {
             "gradient": vanilla_gradient,
             "gradient x input": gradient_x_input,

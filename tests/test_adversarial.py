@@ -252,7 +252,7 @@ BAD_CALLS = [
     ("float labels", lambda m, x, y: fgsm(m, x, y.float(), 0.1), TypeError, "integer class indices"),
     ("label out of range", lambda m, x, y: fgsm(m, x, [0, 1, 2, 10], 0.1), ValueError, "does not exist"),
     ("target class out of range", lambda m, x, y: pgd(m, x, None, 0.1, target_class=1000), ValueError, "target_class class 1000 does not exist"),
-    ("negative target class", lambda m, x, y: bim(m, x, None, 0.1, target_class=-1), ValueError, "does not exist"),
+    ("negative target class", lambda m, x, y: bim(m, x, None, 0.1, target_class=-1), ValueError, "target_class class -1 is negative"),
     ("target with targeted=False", lambda m, x, y: pgd(m, x, y, 0.1, target_class=3, targeted=False), ValueError, "targeted=False"),
     ("targeted without a target", lambda m, x, y: fgsm(m, x, None, 0.1, targeted=True), ValueError, "target_class="),
     ("one image without batch", lambda m, x, y: fgsm(m, x[0], y[:1], 0.1), ValueError, "unsqueeze"),
@@ -274,7 +274,7 @@ def test_bad_input_is_refused_before_any_work(call, error, message):
 
 def test_target_class_is_checked_against_a_model_without_info(tiny_cnn):
     images, _ = batch(0)
-    with pytest.raises(ValueError, match="target_class class 10 does not exist: this model has 10 classes"):
+    with pytest.raises(ValueError, match="target_class class 10 does not exist: this model has 10 classes"):  # named as given
         pgd(tiny_cnn, images, target_class=10)
 
 
@@ -311,7 +311,7 @@ def test_model_is_untouched(name):
     assert torch.equal(model.body[1].running_mean, running_mean), "the attack ran in training mode"
 
 
-class FailsOnThirdCall(nn.Module):
+class FailsOnSecondCall(nn.Module):
     def __init__(self):
         super().__init__()
         self.net = seeded_tiny(0)
@@ -319,14 +319,14 @@ class FailsOnThirdCall(nn.Module):
 
     def forward(self, images):
         self.calls += 1
-        if self.calls == 3:
+        if self.calls == 2:
             raise RuntimeError("forced failure in the middle of the attack")
         return self.net(images)
 
 
 @pytest.mark.parametrize("attack", [pgd, bim, deepfool], ids=["pgd", "bim", "deepfool"])
 def test_model_is_untouched_after_a_forced_error(attack):
-    model = FailsOnThirdCall().train()
+    model = FailsOnSecondCall().train()
     images, labels = batch(0)
     before = snapshot(model)
     with pytest.raises(RuntimeError, match="forced failure"):

@@ -245,7 +245,7 @@ def test_bad_arguments_are_explained():
 # ------------------------------------------------------------------------------ model left untouched
 
 def test_render_leaves_the_model_untouched(tiny_cnn):
-    tiny_cnn.train()  # used as it is: render must not switch it to eval either
+    tiny_cnn.train()  # a model in train mode: render computes in eval mode and gives the train mode back
     tiny_cnn.classifier.weight.grad = torch.ones_like(tiny_cnn.classifier.weight)
     before = snapshot(tiny_cnn)
     seen = []
@@ -254,8 +254,9 @@ def test_render_leaves_the_model_untouched(tiny_cnn):
         render(tiny_cnn, channel("features.3", 1) + class_logit(2), steps=3, image_size=SIZE, progress=False)
     finally:
         spy.remove()
-    assert seen and all(seen), "the model ran in another mode than the one it was given"
+    assert seen and not any(seen), "render must run the model in eval mode"
     assert_untouched(tiny_cnn, before)
+    assert tiny_cnn.training
 
 
 def test_hooks_are_registered_once_per_render(tiny_cnn, monkeypatch):

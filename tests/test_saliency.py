@@ -246,7 +246,7 @@ def test_hundred_calls_leave_no_hooks():
 def test_wrong_target_gives_a_clear_error(offline_model, photos):
     with pytest.raises(ValueError, match="1000 classes"):
         vanilla_gradient(offline_model, photos, 1000)
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="-1 is negative"):
         grad_cam(offline_model, photos, [1, -1])
     with pytest.raises(ValueError, match="one class per image"):
         guided_backprop(offline_model, photos, [1, 2, 3])
@@ -356,7 +356,8 @@ def test_agreement_with_captum_on_the_offline_model(offline_model, photos):
     }
     for squared, kind in ((False, "smoothgrad"), (True, "smoothgrad_sq")):
         torch.manual_seed(7)
-        theirs = _captum(ca.NoiseTunnel(ca.Saliency(model)), photos, target=targets, nt_type=kind, nt_samples=5, nt_samples_batch_size=2, stdevs=0.1)
+        # captum's noise depends on its nt_samples_batch_size; with all samples in one batch it is ours, for any batch_size of ours
+        theirs = _captum(ca.NoiseTunnel(ca.Saliency(model)), photos, target=targets, nt_type=kind, nt_samples=5, stdevs=0.1)
         pairs[kind] = (smoothgrad(model, photos, targets, n_samples=5, batch_size=2, noise_level=0.1, squared=squared, seed=7, reduce=None), theirs)
     errors = {name: relative_error(ours, theirs) for name, (ours, theirs) in pairs.items()}
     assert all(error < 1e-4 for error in errors.values()), errors

@@ -137,7 +137,6 @@ def icon_transforms(icon_size: int):
 def _layer_output(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:
     """The output of ``layer`` for ``images``, in eval mode and without gradients; the model given back as it was."""
     with preserve_model_state(model), torch.no_grad():
-        model.eval()
         with capture_activations(model, layer) as acts:
             model(images.to(_model_device(model)))
     tensor = acts.get(layer)
@@ -204,7 +203,6 @@ def render_icons(
     transform = icon_transforms(icon_size) if transforms == "auto" else transforms
     icons = []
     with preserve_model_state(model):
-        model.eval()  # a train-mode model would update its BatchNorm statistics at every step
         for chunk in matrix.split(batch_size):
             objective = direction(layer, chunk, cosine_power=cosine_power, **centre)
             icons.append(render(model, objective, steps=steps, image_size=icon_size, batch_size=len(chunk),
@@ -324,7 +322,6 @@ def layer_to_logits(
 
     outputs = []
     with preserve_model_state(model), torch.no_grad():
-        model.eval()
         handle = module.register_forward_hook(replace)
         try:
             for chunk in matrix.split(batch_size):

@@ -292,7 +292,6 @@ def collect_activations(
     with preserve_model_state(model):
         handle = module.register_forward_hook(keeper)
         try:
-            model.eval()  # BatchNorm statistics and Dropout stay as they are
             with torch.no_grad():
                 for images, labels in _batches(data, batch_size, num_workers, pin_memory=device.type == "cuda"):
                     if max_images is not None:

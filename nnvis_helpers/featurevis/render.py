@@ -15,18 +15,19 @@ and backward pass of the model:
 from __future__ import annotations
 
 import random
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_images
+from ..checks import check_images, check_model, class_scores
 from ..config import pick
-from ..layers import _first_tensor, _model_device, _StopForward, get_layer, preserve_model_state
+from ..layers import _first_tensor, _StopForward, fixed_input_size, get_layer, preserve_model_state
 from .objectives import INPUT, MODEL_OUTPUT, Objective, as_objective
 from .objectives import layer as layer_objective
 from .param import ImageParam, _size_pair, as_param
-from .transforms import as_transform
+from .transforms import as_transform, compose, resize
 
 __all__ = ["render", "evaluate", "deepdream", "ActivationRunner"]
 
@@ -35,23 +36,20 @@ class ActivationRunner:
     """Runs ``model`` and returns the activations an objective reads; a context manager.
 
     On entry: checks every layer name (before any work), freezes the parameters, registers
-    one forward hook per needed layer. ``runner(images)`` returns a dict with those layers,
-    ``INPUT`` and, if needed, ``MODEL_OUTPUT``. On exit: hooks removed and the model exactly as
-    it was (``preserve_model_state``), whatever happened inside.
+    one forward hook per needed layer, puts the model in eval mode. ``runner(images)`` returns a
+    dict with those layers, ``INPUT`` and, if needed, ``MODEL_OUTPUT``. On exit: hooks removed and
+    the model exactly as it was (``preserve_model_state``), whatever happened inside.
 
     >>> with ActivationRunner(model, channel("blocks.3", 5)) as runner:
     ...     acts = runner(images)
     """
 
     def __init__(self, model: nn.Module, objective: Objective, early_stop: bool = True):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.device, self.dtype = check_model(model)
         self.model = model
         self.objective = as_objective(objective)
         # Every name is resolved now: a typo fails here, naming the closest valid layers.
         self.modules = {name: get_layer(model, name) for name in self.objective.layers}
-        self.device = _model_device(model)
-        self.dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         self.needs_forward = bool(self.modules) or self.objective.needs_output
         self.early_stop = early_stop and not self.objective.needs_output
         self._captured: dict[str, torch.Tensor] = {}
@@ -108,13 +106,20 @@ class ActivationRunner:
             self._expected_calls = dict(self._calls)
         activations.update(self._captured)
         if output is not None and self.objective.needs_output:
-            activations[MODEL_OUTPUT] = _first_tensor(output)
+            activations[MODEL_OUTPUT] = class_scores(output)  # a tuple or a dict gets a clear error
         return activations
 
     def check(self, images: torch.Tensor) -> None:
         """One forward pass without gradients that checks channels, positions and classes."""
         with torch.no_grad():
-            activations = self(images)
+            try:
+                activations = self(images)
+            except RuntimeError as error:
+                raise RuntimeError(
+                    f"the model failed on images of shape {tuple(images.shape)}: {error}\nIf it needs another input "
+                    "size (a 32 px CIFAR network, a ViT built for 64 px), pass image_size= to render, or images of "
+                    "that size."
+                ) from error
         shapes = {key: tuple(value.shape) for key, value in activations.items() if value is not None}
         self.objective.check(shapes, images.shape[0])
 
@@ -147,12 +152,15 @@ def render(
     ``param``: ``fourier()`` (default, decorrelated colours), ``pixels()``, or a name.
     ``transforms``: ``"standard"`` (Lucid's), ``None`` for none, or a list such as
     ``[pad(8), jitter(4)]``. ``steps`` and ``image_size`` default to the course preset
-    (fast 24 / 64 px, cpu 256 / 160 px, full 512 / 224 px). ``optimizer``: a function
+    (fast 24 / 64 px, cpu 256 / 160 px, full 512 / 224 px), or to the model's own size when it
+    accepts only one (a ViT: :func:`~nnvis_helpers.layers.fixed_input_size`). Transforms change
+    the image's size; for a model that accepts one size only, they end with a resize back to it
+    (found out on the first step for a CNN with a Linear head, with a warning). ``optimizer``: a function
     ``params -> torch.optim.Optimizer`` replacing Adam(lr). ``return_history=True`` also returns
     the objective value (mean over the batch, on the transformed image) of every step.
 
-    The model runs on its own device, exactly as it is (train/eval untouched) and is given back
-    unchanged: no hooks, same ``requires_grad``, no ``.grad`` written.
+    The model runs on its own device, in eval mode, and is given back unchanged: no hooks, the
+    same ``training`` flags, ``requires_grad`` and buffers, no ``.grad`` written.
 
     >>> images = render(model, channel("blocks.3", 5), steps=256)
     >>> images, history = render(model, class_logit("goldfinch"), return_history=True)
@@ -163,9 +171,12 @@ def render(
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    size = _size_pair(_default_size() if image_size is None else image_size)
+    fixed = fixed_input_size(model) if isinstance(model, nn.Module) else None
+    size = _size_pair(image_size if image_size is not None else (fixed or _default_size()))
     recipe = as_param(param)
     transform = as_transform(transforms)
+    if transform is not None and fixed is not None:
+        transform = compose(transform, resize(fixed))
     generator = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
 
@@ -181,8 +192,23 @@ def render(
             for step in range(steps):
                 opt.zero_grad(set_to_none=True)
                 images = image_param()
+                state = rng.getstate()
                 inputs = transform(images, rng) if transform is not None else images
-                activations = runner(inputs)
+                try:
+                    activations = runner(inputs)
+                except RuntimeError:
+                    if step > 0 or inputs.shape[-2:] == images.shape[-2:]:
+                        raise
+                    # It ran at the image's size (runner.check) but not at the transformed size:
+                    # a network for one input size. Resize the transformed images back, from now on.
+                    warnings.warn(
+                        f"this model accepts only {tuple(images.shape[-2:])} images, not the {tuple(inputs.shape[-2:])} "
+                        "the transforms make: render resizes them back. Pass transforms=[..., featurevis.resize(size)] "
+                        "to choose this yourself.", UserWarning, stacklevel=2)
+                    transform = compose(transform, resize(tuple(images.shape[-2:])))
+                    rng.setstate(state)
+                    inputs = transform(images, rng)
+                    activations = runner(inputs)
                 activations[INPUT] = images  # regularizers judge the image, not its transformed copy
                 value = objective(activations)
                 (-value.sum()).backward()

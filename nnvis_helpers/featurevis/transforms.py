@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["pad", "jitter", "random_scale", "random_rotate", "compose", "standard_transforms", "as_transform"]
+__all__ = ["pad", "jitter", "random_scale", "random_rotate", "resize", "compose", "standard_transforms", "as_transform"]
 
 Transform = Callable[[torch.Tensor, random.Random], torch.Tensor]
 
@@ -74,6 +74,20 @@ def random_rotate(angles: Sequence[float]) -> Transform:
         return _resample(images, factor=1.0, angle=rng.choice(angles))
 
     inner.draw = lambda rng: (1.0, rng.choice(angles))
+    return inner
+
+
+def resize(size: int | tuple[int, int]) -> Transform:
+    """Resize to ``size`` (bilinear): put last, it gives a network built for one input size that size."""
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    if not all(isinstance(side, int) and side > 0 for side in (height, width)):
+        raise ValueError(f"resize needs a positive size in pixels, such as 64 or (64, 64); got {size!r}")
+
+    def inner(images, rng):
+        if images.shape[-2:] == (height, width):
+            return images
+        return F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False)
+
     return inner
 
 
