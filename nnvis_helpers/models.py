@@ -16,6 +16,7 @@ its parameters are frozen.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
@@ -153,6 +154,22 @@ def _torchvision_classifiers() -> list[str]:
     return sorted(list_models(module=tvm))
 
 
+def _suggest(name: str) -> str:
+    """'Did you mean ...' for a model name: the classifiers that start with it or contain it, then the close spellings."""
+    import difflib
+
+    def natural(text: str):  # resnet18 before resnet101
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+    names = [OFFLINE_MODEL] + sorted(_torchvision_classifiers(), key=natural)
+    key = name.strip().lower().replace("-", "_")
+    found = [n for n in names if n.startswith(key)] + [n for n in names if key in n and not n.startswith(key)]
+    if not found:
+        found = difflib.get_close_matches(key, names, n=5, cutoff=0.6)
+    found = found[:8]
+    return f"Did you mean {', '.join(repr(n) for n in found)}? " if found else ""
+
+
 def _weights_cached(weights) -> Path | None:
     path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
     return path if path.exists() else None
@@ -184,10 +201,9 @@ def _torchvision_model(name: str) -> tuple[nn.Module, object]:
 
     weights = _torchvision_weights(name)
     if weights is None:
-        valid = ", ".join(_torchvision_classifiers()[:12])
         raise ValueError(
-            f"unknown model {name!r}. Use {OFFLINE_MODEL!r} (offline), 'auto', or a torchvision "
-            f"ImageNet classifier such as {valid}, ..."
+            f"unknown model {name!r}. {_suggest(name)}Use {OFFLINE_MODEL!r} (offline), 'auto', or a torchvision "
+            "ImageNet classifier: torchvision.models.list_models() lists them."
         )
     if _weights_cached(weights) is None and not _can_reach(weights.url):
         raise ConnectionError(

@@ -368,3 +368,105 @@ def test_captum_guided_backprop_skips_relu6(offline_model, photos):
     theirs = _captum(captum_attr.GuidedBackprop(offline_model), photos[:1], 285)
     assert relative_error(vanilla_gradient(offline_model, photos[:1], 285, abs=False, reduce=None), theirs) < 1e-6
     assert relative_error(guided_backprop(offline_model, photos[:1], 285), theirs) > 0.5
+
+
+# ----------------------------------------------------------------------------- rectifiers inside forward
+
+
+class Rectified(nn.Module):
+    """The same small network with its rectifiers written four ways: modules, F.relu, in-place x.relu_(), F.relu6."""
+
+    def __init__(self, style: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.style = style
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 5)
+        self.relu = nn.ReLU(inplace=True)
+        self.relu6 = nn.ReLU6()
+        with torch.no_grad():
+            self.conv2.weight.mul_(60)  # some units above 6, so ReLU6's upper end matters
+
+    def forward(self, x):
+        x = self.conv1(x)
+        if self.style == "modules":
+            x = self.relu6(self.conv2(self.relu(x)))
+        elif self.style == "functional":
+            x = torch.nn.functional.relu6(self.conv2(torch.nn.functional.relu(x, inplace=True)))
+        else:  # in place, on tensors, as many research codes do
+            x = self.conv2(x.relu_())
+            x = torch.nn.functional.hardtanh(x, 0.0, 6.0)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("method", [guided_backprop, deconvnet], ids=["guided", "deconvnet"])
+@pytest.mark.parametrize("style", ["functional", "tensor methods"])
+def test_the_rule_covers_functional_and_in_place_rectifiers(method, style):
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every activation is a rectifier here: no warning
+        expected = method(Rectified("modules").eval(), images, 2)
+        got = method(Rectified(style).eval(), images, 2)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    plain = vanilla_gradient(Rectified(style).eval(), images, 2, abs=False, reduce=None)
+    assert relative_error(got, plain) > 0.05, "the rule must change the map, not fall back to the gradient"
+
+
+class GeluNet(nn.Module):
+    def __init__(self, act: nn.Module):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = act
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(torch.nn.functional.relu(self.act(self.conv(x))).mean(dim=(2, 3)))
+
+
+def test_uncovered_activations_are_named_in_a_warning():
+    images = torch.rand(1, 3, 8, 8)
+    with pytest.warns(UserWarning, match=r"kept their ordinary gradient: gelu x1 \(modules: act\)"):
+        guided_backprop(GeluNet(nn.GELU()).eval(), images, 0)
+    with pytest.warns(UserWarning, match=r"hardswish x1"):
+        deconvnet(GeluNet(nn.Hardswish()).eval(), images, 0)
+    no_relu = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    with pytest.warns(UserWarning, match="no ReLU or ReLU6, so the rule changed nothing"):
+        result = guided_backprop(no_relu, images, 0)
+    torch.testing.assert_close(result, vanilla_gradient(no_relu, images, 0, abs=False, reduce=None))
+
+
+def test_smoothgrad_does_not_depend_on_batch_size(tiny_cnn):
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    maps = [smoothgrad(tiny_cnn, images, [1, 2, 3], n_samples=7, batch_size=size, reduce=None, seed=3) for size in (1, 3, 7, 50)]
+    for other in maps[1:]:
+        torch.testing.assert_close(other, maps[0], rtol=1e-5, atol=1e-7)
+    single = smoothgrad(tiny_cnn, images[1:2], 2, n_samples=7, batch_size=2, reduce=None, seed=3)
+    assert not torch.allclose(single, maps[0][1:2]), "image 1 of a batch gets the noise that follows image 0's"
+
+
+def test_smoothgrad_equals_captum_noise_tunnel_for_several_images(tiny_cnn):
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(5)
+    theirs = captum_attr.NoiseTunnel(captum_attr.Saliency(tiny_cnn)).attribute(
+        images, target=[1, 2, 3], nt_type="smoothgrad", nt_samples=6, stdevs=0.2)
+    ours = smoothgrad(tiny_cnn, images, [1, 2, 3], n_samples=6, noise_level=0.2, seed=5, batch_size=4, reduce=None)
+    assert relative_error(ours, theirs) < 1e-5
+
+
+def test_every_helper_computes_in_eval_mode_and_restores_train_mode():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    with torch.no_grad():
+        model(torch.rand(8, 3, 8, 8))  # running statistics that are not the defaults
+    reference = vanilla_gradient(model.eval(), torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)), 1)
+    model.train()
+    running = model[1].running_mean.clone(), model[1].num_batches_tracked.clone()
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    first, second = vanilla_gradient(model, images, 1), vanilla_gradient(model, images, 1)
+    torch.testing.assert_close(first, reference)
+    torch.testing.assert_close(second, first, rtol=0, atol=0)  # Dropout is off
+    assert model.training and all(m.training for m in model.modules())
+    assert torch.equal(model[1].running_mean, running[0]) and torch.equal(model[1].num_batches_tracked, running[1])
