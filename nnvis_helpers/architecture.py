@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .layers import LayerNotFoundError, get_layer, preserve_model_state
+from .layers import LayerNotFoundError, _probe_forward, get_layer, preserve_model_state, probe_size
 
 __all__ = [
     "ReceptiveField",
@@ -436,9 +436,7 @@ def _details(module: nn.Module) -> str:
 
 
 def _default_input_size(model: nn.Module) -> tuple[int, int, int, int]:
-    info = getattr(model, "info", None)
-    size = getattr(info, "input_size", 224)
-    return (1, 3, int(size), int(size))
+    return (1, 3, *probe_size(model))  # the model's fixed size (a ViT), its nominal size, else 224
 
 
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -451,7 +449,8 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 def layer_table(model: nn.Module, input_size: Sequence[int] | None = None) -> LayerTable:
     """Every module with its type, output shape, parameters and receptive field (one forward pass).
 
-    ``input_size`` is (N, 3, H, W), by default (1, 3, 224, 224) (or the model's own input size).
+    ``input_size`` is (N, 3, H, W), by default (1, 3, 224, 224) (or the model's own input size:
+    ``probe_size``). A network that takes one size only (a 32 px CIFAR net) needs it given.
     The model is left exactly as it was: no hooks, same training flags, no gradients.
 
     >>> table = layer_table(vgg)
@@ -489,7 +488,7 @@ def layer_table(model: nn.Module, input_size: Sequence[int] | None = None) -> La
                 handles.append(module.register_forward_hook(recorder(name)))
             tracer.set_field(images, _IDENTITY)
             with torch.no_grad(), tracer:
-                model(images)
+                _probe_forward(model, images, "layer_table")
         finally:
             for handle in handles:
                 handle.remove()
