@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 __all__ = [
     "LayerNotFoundError",
@@ -339,32 +340,39 @@ def preserve_model_state(model: nn.Module, eval_mode: bool = True) -> Iterator[n
     >>> with preserve_model_state(model):
     ...     model.training  # False inside; the model's own mode again after the block
     """
+    # One walk of the module tree; everything below is restored from these lists.
     modules = list(model.modules())
-    training = [(module, module.training) for module in modules]
-    parameters = [(p, p.requires_grad, p.grad) for p in model.parameters()]
-    buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
-    hooks_before = {  # only the non-empty hook dicts: most modules have none
-        (id(module), attr): set(hooks) for module in modules for attr in _HOOK_DICTS if (hooks := getattr(module, attr, None))
-    }
+    parameters = list({id(p): p for m in modules for p in m._parameters.values() if p is not None}.values())
+    buffers = list({id(b): b for m in modules for b in m._buffers.values() if b is not None}.values())
+    training = [module.training for module in modules]
+    saved_parameters = [(p.requires_grad, p.grad) for p in parameters]
+    saved_buffers = [b.detach().clone() for b in buffers]
+    # Every hook handle takes the next id of this (private) counter, so hooks with a larger id
+    # were registered inside the block; the hook dicts are scanned only if the counter moved.
+    first_new_hook = RemovableHandle.next_id
     try:
         if eval_mode:
-            for module in modules:  # the flags only: a model's own train()/eval() override is not run
-                module.training = False
+            for module in modules:
+                if module.training:  # nn.Module.__setattr__ is slow: touch only what changes
+                    module.training = False
         yield model
     finally:
-        for module in modules:
-            for attr in _HOOK_DICTS:
-                hooks = getattr(module, attr, None)
-                if hooks:
-                    keys = hooks_before.get((id(module), attr), ())
-                    for key in [key for key in hooks if key not in keys]:
-                        del hooks[key]
-        for module, flag in training:
-            module.training = flag
-        for parameter, requires_grad, grad in parameters:
-            parameter.requires_grad_(requires_grad)
-            parameter.grad = grad
+        if RemovableHandle.next_id != first_new_hook:
+            for module in modules:
+                for attr in _HOOK_DICTS:
+                    hooks = module.__dict__.get(attr)
+                    if hooks:
+                        for key in [key for key in hooks if key >= first_new_hook]:
+                            del hooks[key]
+        for module, flag in zip(modules, training):
+            if module.training is not flag:
+                module.training = flag
+        for parameter, (requires_grad, grad) in zip(parameters, saved_parameters):
+            if parameter.requires_grad is not requires_grad:
+                parameter.requires_grad_(requires_grad)
+            if parameter.grad is not grad:
+                parameter.grad = grad
         with torch.no_grad():
-            for buffer, saved in buffers:
+            for buffer, saved in zip(buffers, saved_buffers):
                 if buffer.shape == saved.shape:
                     buffer.copy_(saved)

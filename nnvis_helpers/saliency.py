@@ -131,51 +131,68 @@ class _RectifierRule(torch.autograd.Function):
     """A ReLU (``top`` = inf) or ReLU6 (``top`` = 6) whose backward pass follows a modified rule.
 
     ``guided``: R_in = [0 < x < top] * max(R_out, 0); ``deconvnet``: R_in = max(R_out, 0).
-    Only a boolean mask is kept for the backward pass, never ``x`` itself, so an in-place
-    activation (``F.relu(x, inplace=True)``) may overwrite ``x`` afterwards.
+    Only a boolean mask is kept for the backward pass, never ``x`` itself; ``inplace=True``
+    rectifies ``x`` in place (``F.relu(x, inplace=True)``, ``x.relu_()``) without a copy.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, top: float, rule: str) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, top: float, rule: str, inplace: bool) -> torch.Tensor:
         ctx.rule = rule
+        bounded = not math.isinf(top)
         if rule == "guided":
-            ctx.save_for_backward((x > 0) & (x < top))
-        return x.clamp(min=0) if math.isinf(top) else x.clamp(0, top)
+            ctx.save_for_backward(((x > 0) & (x < top)) if bounded else x > 0)
+        if inplace:
+            ctx.mark_dirty(x)
+            return x.clamp_(0, top) if bounded else x.clamp_(min=0)
+        return x.clamp(0, top) if bounded else torch.relu(x)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         if ctx.rule == "guided":
             (active,) = ctx.saved_tensors
-            return grad_out.clamp(min=0) * active, None, None
-        return grad_out.clamp(min=0), None, None
+            return grad_out.clamp(min=0).mul_(active), None, None, None
+        return grad_out.clamp(min=0), None, None, None
 
 
-_RELU = {F.relu, torch.relu, torch.Tensor.relu}
-_RELU_INPLACE = {torch.relu_, torch.Tensor.relu_, F.relu_}
-_HARDTANH = {F.hardtanh, F.hardtanh_}
+def _argument(args, kwargs, index: int, name: str, default):
+    return kwargs[name] if name in kwargs else (args[index] if len(args) > index else default)
+
+
+def _relu(args, kwargs):
+    return math.inf, bool(_argument(args, kwargs, 1, "inplace", False))
+
+
+def _relu6(args, kwargs):
+    return 6.0, bool(_argument(args, kwargs, 1, "inplace", False))
+
+
+def _hardtanh(args, kwargs, inplace: bool = False):
+    low, high = _argument(args, kwargs, 1, "min_val", -1.0), _argument(args, kwargs, 2, "max_val", 1.0)
+    if low == 0 and high > 0:  # hardtanh(x, 0, t) is a rectifier with top t (nn.ReLU6 calls it so)
+        return float(high), inplace or bool(_argument(args, kwargs, 3, "inplace", False))
+    return None
+
+
+#: torch function -> (args, kwargs) -> (top, in place) for the rectifiers, None for the others.
+_RECTIFIERS = {
+    F.relu: _relu,
+    torch.relu: lambda args, kwargs: (math.inf, False),
+    torch.Tensor.relu: lambda args, kwargs: (math.inf, False),
+    torch.relu_: lambda args, kwargs: (math.inf, True),
+    torch.Tensor.relu_: lambda args, kwargs: (math.inf, True),
+    F.relu_: lambda args, kwargs: (math.inf, True),
+    F.relu6: _relu6,
+    F.hardtanh: _hardtanh,
+    F.hardtanh_: lambda args, kwargs: _hardtanh(args, kwargs, inplace=True),
+}
 #: Activations the rules have no definition for: they keep their ordinary gradient (a warning names them).
 _UNCOVERED = {
-    "gelu", "silu", "hardswish", "mish", "elu", "selu", "celu", "leaky_relu", "leaky_relu_", "prelu", "rrelu",
-    "softplus", "glu", "elu_", "silu_",
+    function: name
+    for name in ("gelu", "silu", "hardswish", "mish", "elu", "selu", "celu", "leaky_relu", "prelu", "rrelu",
+                 "softplus", "glu")
+    for function in (getattr(F, name, None), getattr(torch, name, None), getattr(torch.Tensor, name, None))
+    if function is not None
 }
-
-
-def _rectifier_top(func, args, kwargs) -> tuple[float | None, bool]:
-    """(top, in place) when ``func(*args, **kwargs)`` is a ReLU (top inf) or ReLU6 / hardtanh(0, t) (top t); (None, False) otherwise."""
-    def argument(index: int, name: str, default):
-        return kwargs[name] if name in kwargs else (args[index] if len(args) > index else default)
-
-    if func in _RELU:
-        return math.inf, bool(argument(1, "inplace", False)) and func is F.relu
-    if func in _RELU_INPLACE:
-        return math.inf, True
-    if func is F.relu6:
-        return 6.0, bool(argument(1, "inplace", False))
-    if func in _HARDTANH:
-        low, high = argument(1, "min_val", -1.0), argument(2, "max_val", 1.0)
-        if low == 0 and high > 0:
-            return float(high), func is F.hardtanh_ or bool(argument(3, "inplace", False))
-    return None, False
 
 
 class _RectifierMode(TorchFunctionMode):
@@ -196,25 +213,25 @@ class _RectifierMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        top, inplace = _rectifier_top(func, args, kwargs)
-        x = args[0] if args else None
-        if top is not None and isinstance(x, torch.Tensor) and x.is_floating_point():
-            self.replaced += 1
-            output = _RectifierRule.apply(x, top, self.rule)
-            if inplace:
-                x.copy_(output)  # the caller may keep using x: it now holds the output, graph included
-                return x
-            return output
-        name = getattr(func, "__name__", "")
-        if name in _UNCOVERED:
-            self.uncovered[name] += 1
-        return func(*args, **kwargs)
+        rectifier = _RECTIFIERS.get(func)
+        if rectifier is None:
+            name = _UNCOVERED.get(func)
+            if name is not None:
+                self.uncovered[name] += 1
+            return func(*args, **kwargs)
+        found = rectifier(args, kwargs)
+        x = args[0] if args else kwargs.get("input")
+        if found is None or not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return func(*args, **kwargs)
+        self.replaced += 1
+        top, inplace = found
+        return _RectifierRule.apply(x, top, self.rule, inplace)
 
 
 def _warn_uncovered(model: nn.Module, mode: _RectifierMode, method: str) -> None:
     if not mode.uncovered and mode.replaced:
         return
-    kinds = {name.rstrip("_").replace("_", "") for name in mode.uncovered}
+    kinds = {name.replace("_", "") for name in mode.uncovered}
     modules = [name for name, module in model.named_modules() if type(module).__name__.lower() in kinds]
     seen = ", ".join(f"{name} x{count}" for name, count in sorted(mode.uncovered.items()))
     where = f" (modules: {', '.join(modules[:4])}{', ...' if len(modules) > 4 else ''})" if modules else ""
