@@ -242,7 +242,8 @@ def _path_gradient_sums(
     with _progress(math.ceil(len(point_pair) / batch_size), progress, description) as bar:
         for first in range(0, len(point_pair), batch_size):
             pair = point_pair[first:first + batch_size]
-            points = torch.addcmul(starts[pair], point_alpha[first:first + batch_size].view(view), differences[pair])
+            # x' + a (x - x') in captum's order of operations (not addcmul): the same bits as captum's points
+            points = starts[pair] + point_alpha[first:first + batch_size].view(view) * differences[pair]
             points.requires_grad_(True)
             with torch.enable_grad():
                 score = class_scores(model(points), targets[pair]).sum()
@@ -458,7 +459,7 @@ def layer_integrated_gradients(
         ) as bar:
             for first in range(0, len(point_pair), batch_size):
                 pair = point_pair[first:first + batch_size]
-                units = torch.addcmul(starts[pair], point_alpha[first:first + batch_size].view(view), differences[pair])
+                units = starts[pair] + point_alpha[first:first + batch_size].view(view) * differences[pair]
                 replacement["value"] = units.requires_grad_(True)
                 with torch.enable_grad():
                     score = class_scores(model(path_images[pair]), path_targets[pair]).sum()

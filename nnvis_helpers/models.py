@@ -31,8 +31,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from .checks import check_images
-from .layers import _model_device
+from .checks import class_scores, prepare
+from .layers import preserve_model_state
 
 __all__ = [
     "OFFLINE_MODEL",
@@ -313,9 +313,9 @@ def load_model(
 
 def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Class probabilities (N, classes) for images (N, 3, H, W) in [0, 1], without gradients."""
-    check_images(images)
-    with torch.no_grad():
-        return model(images.to(_model_device(model))).softmax(dim=1)
+    images, _ = prepare(model, images)
+    with preserve_model_state(model), torch.no_grad():  # eval mode, the model given back as it was
+        return class_scores(model(images)).softmax(dim=1)
 
 
 def top_predictions(model: nn.Module, images: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:

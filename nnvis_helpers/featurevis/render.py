@@ -124,6 +124,14 @@ class ActivationRunner:
         self.objective.check(shapes, images.shape[0])
 
 
+def _is_size_error(error: RuntimeError) -> bool:
+    """Does the message say that an input of the wrong size reached a layer (a Linear head, a reshape)?"""
+    message = str(error).lower()
+    if "out of memory" in message:
+        return False
+    return any(words in message for words in ("mat1 and mat2", "shape", "size mismatch", "sizes of tensors", "dimension"))
+
+
 def _default_steps() -> int:
     return pick(fast=24, cpu=256, full=512)
 
@@ -196,8 +204,8 @@ def render(
                 inputs = transform(images, rng) if transform is not None else images
                 try:
                     activations = runner(inputs)
-                except RuntimeError:
-                    if step > 0 or inputs.shape[-2:] == images.shape[-2:]:
+                except RuntimeError as error:
+                    if step > 0 or inputs.shape[-2:] == images.shape[-2:] or not _is_size_error(error):
                         raise
                     # It ran at the image's size (runner.check) but not at the transformed size:
                     # a network for one input size. Resize the transformed images back, from now on.

@@ -1,0 +1,410 @@
+"""Held-out classifiers: every helper equals captum / torchattacks on networks the course never uses.
+
+The course's own tests run on TinyCNN and on EfficientNet-Lite0. Here the helpers meet ResNet-18,
+MobileNet-V3-small, DenseNet-121, a ViT, VGG-16 (what Colab learners get) and a 32 px CIFAR-style
+network with a Flatten + Linear head, all with random weights (nothing is downloaded) and with
+BatchNorm statistics that are not the defaults. Each model is built once per module and shared.
+
+What every test proves, per architecture:
+
+* the saliency maps, integrated gradients and attacks equal the library's numbers (relative error
+  below 1e-4; attacks to float precision), with the library run on the model in eval mode;
+* guided backprop and deconvnet apply their rule to every rectifier, functional ones included
+  (DenseNet's final ``F.relu``), and warn about the activations they cannot cover (GELU, Hardswish);
+* the default Grad-CAM layer is found at the images' own size (the 32 px CIFAR network);
+* a model in train mode gets the eval-mode answer, and comes back with its flags and buffers.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from nnvis_helpers.adversarial import bim, deepfool, fgsm, pgd
+from nnvis_helpers.attribution import integrated_gradients, layer_integrated_gradients
+from nnvis_helpers.saliency import (
+    deconvnet,
+    grad_cam,
+    gradient_x_input,
+    guided_backprop,
+    guided_grad_cam,
+    last_conv_layer,
+    occlusion,
+    relative_error,
+    relu6_as_relu,
+    smoothgrad,
+    vanilla_gradient,
+)
+
+captum_attr = pytest.importorskip("captum.attr")
+torchattacks = pytest.importorskip("torchattacks")
+
+TOLERANCE = 1e-4  # relative error allowed between our maps and the library's (the notebooks' tolerance)
+ATTACK_TOLERANCE = 1e-6  # x + delta - x is not exactly delta in float32: a few units in the last place
+NUM_CLASSES = 10  # DeepFool (torchattacks) takes one backward pass per class: keep the heads small
+
+
+# ----------------------------------------------------------------------------- the held-out networks
+
+
+class CifarNet(nn.Module):
+    """A 32 px CIFAR-style network: conv-BN-ReLU blocks (one ReLU6), Dropout, a Flatten + Linear head.
+
+    The Linear head accepts 32 px images only, so a helper that probes the model at 224 px fails.
+    """
+
+    def __init__(self, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU6(inplace=True),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(0.3), nn.Linear(32 * 8 * 8, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class DenseNetWithReLUModule(nn.Module):
+    """DenseNet-121 whose final ``F.relu`` in ``forward`` is an ``nn.ReLU`` module, so that captum sees it.
+
+    torchvision's ``DenseNet.forward`` ends with ``F.relu(features, inplace=True)``: captum's
+    GuidedBackprop / Deconvolution hook modules only and pass that one with its plain gradient.
+    This copy computes exactly the same numbers with a (not in-place) module instead.
+    """
+
+    def __init__(self, densenet: torchvision.models.DenseNet):
+        super().__init__()
+        self.features = densenet.features
+        self.final_relu = nn.ReLU()
+        self.classifier = densenet.classifier
+
+    def forward(self, x):
+        out = self.final_relu(self.features(x))
+        out = F.adaptive_avg_pool2d(out, (1, 1))
+        return self.classifier(torch.flatten(out, 1))
+
+
+def _vit() -> nn.Module:
+    import timm
+
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=NUM_CLASSES)
+
+
+def _torchvision(name: str) -> Callable[[], nn.Module]:
+    return lambda: getattr(torchvision.models, name)(weights=None, num_classes=NUM_CLASSES)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    build: Callable[[], nn.Module]
+    size: int  # image side in pixels: the smallest at which the default Grad-CAM layer is larger than 1 x 1
+    cam_layer: str  # the layer last_conv_layer must pick at that size (captum's LayerGradCam gets the same)
+    ig_layer: str  # for layer integrated gradients: a block not followed by an in-place op (captum needs that)
+    uncovered: str | None = None  # an activation guided backprop / deconvnet cannot cover: the warning names it
+
+
+ARCHITECTURES = {
+    "resnet18": Architecture(_torchvision("resnet18"), 64, "layer4", "layer3"),
+    "mobilenet_v3_small": Architecture(_torchvision("mobilenet_v3_small"), 64, "features", "features.4", "hardswish"),
+    "densenet121": Architecture(_torchvision("densenet121"), 64, "features", "features.transition2"),
+    "vit_tiny": Architecture(_vit, 32, "patch_embed.proj", "blocks.5", "gelu"),
+    "vgg16_colab": Architecture(_torchvision("vgg16"), 32, "features.29", "features.16"),
+    "cifar_cnn": Architecture(CifarNet, 32, "features.6", "features.3"),
+}
+
+
+@dataclass
+class HeldOut:
+    name: str
+    arch: Architecture
+    model: nn.Module  # in eval mode, with its own BatchNorm statistics
+    reference: nn.Module  # the same function, every rectifier an nn.ReLU module: what captum gets
+    images: torch.Tensor  # (2, 3, size, size) in [0, 1]
+    targets: torch.Tensor  # the predicted classes
+
+
+def _seen_by_captum(name: str, model: nn.Module) -> nn.Module:
+    """The model as captum must get it to apply its ReLU rules everywhere ours do."""
+    if name == "densenet121":
+        model = DenseNetWithReLUModule(copy.deepcopy(model)).eval()
+    if any(isinstance(module, nn.ReLU6) for module in model.modules()):
+        model = relu6_as_relu(model)
+    return model
+
+
+def _pixels(count: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Random images (count, 3, size, size) on the 8-bit grid k / 256, like a photo's pixels.
+
+    On that grid the points x' + a (x - x') of integrated gradients (a = k / 8) are exact in float32,
+    so ours and captum's are the same bits: otherwise one rounding step apart, they can fall on
+    either side of a ReLU or max-pool decision, and the maps differ by far more than the algorithm.
+    """
+    return (torch.rand(count, 3, size, size, generator=generator) * 256).round() / 256
+
+
+def _calibrate_batchnorm(model: nn.Module, batches: Callable[[], torch.Tensor], count: int = 3) -> None:
+    """Give every BatchNorm the running statistics of a few batches (their plain average), then eval mode.
+
+    With the default momentum (0.1), three batches would leave the statistics mostly at their initial
+    0 / 1; on a network whose activations are small (MobileNet-V3 at initialization) the eval-mode
+    output then no longer depends on the image, and every comparison is one of rounding noise.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average
+    with torch.no_grad():
+        model.train()
+        for _ in range(count):
+            model(batches())
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.eval()
+
+
+@pytest.fixture(scope="module", params=list(ARCHITECTURES))
+def held_out(request) -> HeldOut:
+    name = request.param
+    arch = ARCHITECTURES[name]
+    torch.manual_seed(0)
+    model = arch.build()
+    generator = torch.Generator().manual_seed(1)
+    _calibrate_batchnorm(model, lambda: _pixels(4, arch.size, generator))
+    images = _pixels(2, arch.size, generator)
+    with torch.no_grad():
+        targets = model(images).argmax(dim=1)
+    return HeldOut(name, arch, model, _seen_by_captum(name, model), images, targets)
+
+
+def _captum(method, *args, **kwargs) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # captum warns on every call that it sets hooks on ReLUs
+        return method.attribute(*args, **kwargs)
+
+
+def _close(ours: torch.Tensor, theirs: torch.Tensor, what: str) -> None:
+    assert ours.shape == theirs.shape, f"{what}: shape {tuple(ours.shape)} vs captum's {tuple(theirs.shape)}"
+    error = relative_error(ours, theirs)
+    assert error < TOLERANCE, f"{what}: relative error {error:.2e} against the library"
+
+
+@contextmanager
+def _no_user_warning():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    ours = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert not ours, f"every rectifier of this network is covered, yet the helper warned: {ours}"
+
+
+# ----------------------------------------------------------------------------- saliency
+
+
+def test_gradients_equal_captum(held_out):
+    model, x, t = held_out.model, held_out.images, held_out.targets
+    _close(vanilla_gradient(model, x, t, reduce=None), _captum(captum_attr.Saliency(model), x, target=t), "saliency")
+    _close(gradient_x_input(model, x, t), _captum(captum_attr.InputXGradient(model), x, target=t), "gradient x input")
+
+
+@pytest.mark.parametrize("method, library", [(guided_backprop, "GuidedBackprop"), (deconvnet, "Deconvolution")],
+                         ids=["guided_backprop", "deconvnet"])
+def test_relu_rules_equal_captum_and_warn_only_about_uncovered_activations(held_out, method, library):
+    model, x, t = held_out.model, held_out.images, held_out.targets
+    uncovered = held_out.arch.uncovered
+    expectation = pytest.warns(UserWarning, match=f"(?i){uncovered}") if uncovered else _no_user_warning()
+    with expectation:
+        ours = method(model, x, t)
+    theirs = _captum(getattr(captum_attr, library)(held_out.reference), x, target=t)
+    _close(ours, theirs, method.__name__)
+    if held_out.name != "vit_tiny":  # the ViT has no rectifier: there the rule must change nothing
+        plain = vanilla_gradient(model, x, t, abs=False, reduce=None)
+        assert relative_error(ours, plain) > 0.05, f"{method.__name__} is the plain gradient: no rectifier was changed"
+
+
+@pytest.mark.parametrize("held_out", ["vit_tiny"], indirect=True)
+def test_vit_rules_change_nothing_and_say_so(held_out):
+    """A ViT has GELUs and no ReLU: guided backprop is the plain gradient, and the warning says why."""
+    model, x, t = held_out.model, held_out.images, held_out.targets
+    plain = vanilla_gradient(model, x, t, abs=False, reduce=None)
+    for method in (guided_backprop, deconvnet):
+        with pytest.warns(UserWarning, match="(?i)gelu"):
+            ours = method(model, x, t)
+        assert relative_error(ours, plain) < 1e-6
+
+
+@pytest.mark.parametrize("held_out", ["densenet121"], indirect=True)
+@pytest.mark.parametrize("method, library", [(guided_backprop, "GuidedBackprop"), (deconvnet, "Deconvolution")],
+                         ids=["guided_backprop", "deconvnet"])
+def test_densenet_final_functional_relu_gets_the_rule(held_out, method, library):
+    """captum misses DenseNet's ``F.relu`` in ``forward``; ours must not (compared above with a module copy)."""
+    model, x, t = held_out.model, held_out.images, held_out.targets
+    ours = method(model, x, t)
+    plain_captum = _captum(getattr(captum_attr, library)(model), x, target=t)
+    assert relative_error(ours, plain_captum) > 1e-2, "the final F.relu kept its plain gradient, as in captum"
+
+
+def test_smoothgrad_equals_captum_noise_tunnel(held_out):
+    model, x, t = held_out.model, held_out.images, held_out.targets
+    seed, samples, noise = 5, 3, 0.125  # a power of two: our noisy images and captum's are the same bits
+    for squared, kind, count in ((False, "smoothgrad", len(x)), (True, "smoothgrad_sq", 1)):  # squared: one image
+        ours = smoothgrad(model, x[:count], t[:count], n_samples=samples, noise_level=noise, squared=squared,
+                          seed=seed, batch_size=2, reduce=None)  # 2 + 1 samples per image: batches must not matter
+        torch.manual_seed(seed)  # captum draws from the global generator
+        theirs = _captum(captum_attr.NoiseTunnel(captum_attr.Saliency(model)), x[:count], target=t[:count],
+                         nt_type=kind, nt_samples=samples, stdevs=noise)
+        _close(ours, theirs, kind)
+
+
+def test_grad_cam_default_layer_at_the_images_size_equals_captum(held_out):
+    model, reference, x, t = held_out.model, held_out.reference, held_out.images, held_out.targets
+    layer = held_out.arch.cam_layer
+    assert last_conv_layer(model, x) == layer, "the default Grad-CAM layer, probed with these images"
+    size = x.shape[-2:]
+    their_layer = reference.get_submodule(layer)
+    theirs = captum_attr.LayerAttribution.interpolate(
+        _captum(captum_attr.LayerGradCam(reference, their_layer), x, target=t, relu_attributions=True), size, "bilinear"
+    )[:, 0]
+    ours = grad_cam(model, x, t)  # the default layer
+    _close(ours, theirs, "grad_cam")
+    assert ours.shape == (len(x), *size)
+    uncovered = held_out.arch.uncovered
+    with pytest.warns(UserWarning, match=f"(?i){uncovered}") if uncovered else _no_user_warning():
+        ours_guided = guided_grad_cam(model, x, t)
+    theirs_guided = _captum(captum_attr.GuidedGradCam(reference, their_layer), x, target=t, interpolate_mode="bilinear")
+    _close(ours_guided, theirs_guided, "guided_grad_cam")
+
+
+def test_occlusion_equals_captum(held_out):
+    model, x, t = held_out.model, held_out.images, held_out.targets
+    window, stride = held_out.arch.size // 2, held_out.arch.size // 4
+    ours = occlusion(model, x, t, window=window, stride=stride, baseline=0.5, progress=False)
+    theirs = _captum(captum_attr.Occlusion(model), x, target=t, sliding_window_shapes=(3, window, window),
+                     strides=(3, stride, stride), baselines=0.5)[:, 0]
+    _close(ours, theirs, "occlusion")
+
+
+# ----------------------------------------------------------------------------- attribution
+
+
+def test_integrated_gradients_equal_captum(held_out):
+    model, reference, x, t = held_out.model, held_out.reference, held_out.images, held_out.targets
+    # A noise baseline: with black, (x - x') = x and a missing factor (x - x') would go unseen. On the
+    # 8-bit grid like the images, and with points a = 1/8, 3/8 ... (riemann_middle) or 0, 1/4 ...
+    # (riemann_trapezoid), every path point is exact: see _pixels.
+    baselines = _pixels(len(x), x.shape[-1], torch.Generator().manual_seed(3))
+    # Gauss-Legendre on a continuous noise baseline too: our path points are computed in captum's order
+    # of operations, x' + a (x - x'), so they are the same bits even where a and x' are not exact.
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(4))
+    for method, start in (("riemann_middle", baselines), ("gausslegendre", noise)):
+        ours = integrated_gradients(model, x, t, baselines=start, n_steps=4, method=method, progress=False)
+        theirs = captum_attr.IntegratedGradients(model).attribute(x, baselines=start, target=t, n_steps=4, method=method)
+        _close(ours, theirs, f"integrated gradients, {method}")
+    layer = held_out.arch.ig_layer
+    ours = layer_integrated_gradients(model, x, t, layer, baselines=baselines, n_steps=5, method="riemann_trapezoid",
+                                      progress=False)
+    theirs = captum_attr.LayerIntegratedGradients(reference, reference.get_submodule(layer)).attribute(
+        x, baselines=baselines, target=t, n_steps=5, method="riemann_trapezoid"
+    )
+    _close(ours, theirs, f"layer integrated gradients at {layer}")
+
+
+# ----------------------------------------------------------------------------- attacks
+
+
+def _same_images(ours: torch.Tensor, theirs: torch.Tensor, what: str) -> None:
+    torch.testing.assert_close(ours, theirs, atol=ATTACK_TOLERANCE, rtol=0, msg=lambda m: f"{what}: {m}")
+
+
+def test_fgsm_bim_pgd_equal_torchattacks(held_out):
+    model, x, y = held_out.model, held_out.images, held_out.targets
+    epsilon, alpha, steps = 8 / 255, 2 / 255, 2
+    _same_images(fgsm(model, x, y, epsilon), torchattacks.FGSM(model, eps=epsilon)(x, y), "FGSM")
+    _same_images(
+        pgd(model, x, y, epsilon, alpha=alpha, steps=steps, random_start=False),
+        torchattacks.PGD(model, eps=epsilon, alpha=alpha, steps=steps, random_start=False)(x, y),
+        "PGD",
+    )
+    _same_images(
+        bim(model, x, y, epsilon, alpha=alpha, steps=steps),
+        torchattacks.BIM(model, eps=epsilon, alpha=alpha, steps=steps)(x, y),
+        "BIM",
+    )
+
+
+@pytest.mark.parametrize("held_out", ["resnet18", "mobilenet_v3_small", "vit_tiny", "cifar_cnn"], indirect=True)
+def test_deepfool_agrees_with_torchattacks(held_out):
+    """The same walk to the nearest linearized boundary, so the same class, direction and about the same length.
+
+    Not bit for bit: ours adds the paper's 1e-4 to every step (a few percent longer where logit gaps
+    are small) and clips the sum, torchattacks each step. torchattacks needs one backward pass per
+    class per image per step, so DenseNet-121 and VGG-16 (tens of seconds each) are left out.
+    """
+    model = held_out.model
+    x = 0.25 + 0.5 * held_out.images  # pixels away from 0 and 1: no clipping, where the two differ by design
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)
+    ours, info = deepfool(model, x, y, num_candidates=NUM_CLASSES, overshoot=0.02, max_steps=20, return_info=True)
+    frozen = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)  # torchattacks' DeepFool calls .backward(): no .grad on the shared model
+    try:
+        theirs = torchattacks.DeepFool(model, steps=20, overshoot=0.02)(x, y)
+    finally:
+        for parameter, flag in zip(model.parameters(), frozen):
+            parameter.requires_grad_(flag)
+    assert info.success.all(), f"DeepFool must cross the nearest boundary of a random network: {info}"
+    with torch.no_grad():
+        assert torch.equal(model(ours).argmax(1), model(theirs).argmax(1)), "the two land in different classes"
+    ours_step, their_step = (ours - x).flatten(1), (theirs - x).flatten(1)
+    assert (torch.cosine_similarity(ours_step, their_step) > 0.999).all(), "the perturbations point elsewhere"
+    ratio = ours_step.norm(dim=1) / their_step.norm(dim=1)
+    assert ((ratio - 1).abs() < 0.1).all(), f"perturbation lengths differ: ours / torchattacks = {ratio.tolist()}"
+
+
+# ----------------------------------------------------------------------------- train mode
+
+
+def _everything(model: nn.Module) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in [*model.parameters(), *model.buffers()]]
+
+
+TRAIN_MODE_CALLS = {
+    "vanilla_gradient": lambda m, x, t: vanilla_gradient(m, x, t),
+    "guided_backprop": lambda m, x, t: guided_backprop(m, x, t),
+    "grad_cam": lambda m, x, t: grad_cam(m, x, t),
+    "fgsm": lambda m, x, t: fgsm(m, x, t, 4 / 255),
+}
+
+
+def test_train_mode_gives_the_eval_answer_and_the_model_back(held_out):
+    model, x, t = held_out.model, held_out.images, held_out.targets
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the uncovered-activation warning, tested above
+        expected = {name: call(model, x, t) for name, call in TRAIN_MODE_CALLS.items()}
+        values = _everything(model)
+        model.train()
+        try:
+            for name, call in TRAIN_MODE_CALLS.items():
+                got = call(model, x, t)
+                assert model.training and all(m.training for m in model.modules()), f"{name} left eval mode on"
+                torch.testing.assert_close(got, expected[name], rtol=1e-5, atol=1e-7,
+                                           msg=lambda m, name=name: f"{name} in train mode: {m}")
+        finally:
+            model.eval()
+    changed = [i for i, (a, b) in enumerate(zip(values, _everything(model))) if not torch.equal(a, b)]
+    assert not changed, f"{len(changed)} parameters or buffers (BatchNorm statistics) changed in train mode"
