@@ -332,10 +332,10 @@ def preserve_model_state(model: nn.Module, eval_mode: bool = True) -> Iterator[n
     statistics (so an image's map does not depend on the rest of the batch) and Dropout is off
     (two identical calls give the same map). ``eval_mode=False`` leaves the modes as they are.
     On exit, whatever happened inside (an error, Ctrl-C), the guard restores every module's
-    ``training`` flag, every parameter's ``requires_grad`` and ``.grad``, every buffer's values
-    (BatchNorm's running statistics), and removes hooks registered inside the block (by us or by
-    a library that raised before cleaning up). Weights are not copied: techniques must not
-    change them.
+    ``training`` flag, every parameter's ``requires_grad`` and ``.grad``, the buffers of every
+    module that was in train mode (BatchNorm's running statistics), and removes hooks registered
+    inside the block (by us or by a library that raised before cleaning up). Weights, and the
+    buffers of modules already in eval mode, are not copied: techniques must not change them.
 
     >>> with preserve_model_state(model):
     ...     model.training  # False inside; the model's own mode again after the block
@@ -343,8 +343,10 @@ def preserve_model_state(model: nn.Module, eval_mode: bool = True) -> Iterator[n
     # One walk of the module tree; everything below is restored from these lists.
     modules = list(model.modules())
     parameters = list({id(p): p for m in modules for p in m._parameters.values() if p is not None}.values())
-    buffers = list({id(b): b for m in modules for b in m._buffers.values() if b is not None}.values())
     training = [module.training for module in modules]
+    # The buffers of modules in train mode (BatchNorm's running statistics would be written there)
+    # are copied and put back; in eval mode the course's layers never write theirs.
+    buffers = list({id(b): b for m, flag in zip(modules, training) if flag for b in m._buffers.values() if b is not None}.values())
     saved_parameters = [(p.requires_grad, p.grad) for p in parameters]
     saved_buffers = [b.detach().clone() for b in buffers]
     # Every hook handle takes the next id of this (private) counter, so hooks with a larger id

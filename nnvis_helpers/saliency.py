@@ -131,27 +131,34 @@ class _RectifierRule(torch.autograd.Function):
     """A ReLU (``top`` = inf) or ReLU6 (``top`` = 6) whose backward pass follows a modified rule.
 
     ``guided``: R_in = [0 < x < top] * max(R_out, 0); ``deconvnet``: R_in = max(R_out, 0).
-    Only a boolean mask is kept for the backward pass, never ``x`` itself; ``inplace=True``
-    rectifies ``x`` in place (``F.relu(x, inplace=True)``, ``x.relu_()``) without a copy.
+    Guided backprop keeps the output for its backward pass, as PyTorch's own ReLU does (the unit
+    was active where 0 < output < top); ``inplace=True`` rectifies ``x`` in place, without a copy.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, top: float, rule: str, inplace: bool) -> torch.Tensor:
-        ctx.rule = rule
         bounded = not math.isinf(top)
-        if rule == "guided":
-            ctx.save_for_backward(((x > 0) & (x < top)) if bounded else x > 0)
         if inplace:
             ctx.mark_dirty(x)
-            return x.clamp_(0, top) if bounded else x.clamp_(min=0)
-        return x.clamp(0, top) if bounded else torch.relu(x)
+            output = x.clamp_(0, top) if bounded else x.clamp_(min=0)
+        else:
+            output = x.clamp(0, top) if bounded else torch.relu(x)
+        ctx.rule, ctx.top = rule, top
+        if rule == "guided":
+            ctx.save_for_backward(output)
+        return output
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        if ctx.rule == "guided":
-            (active,) = ctx.saved_tensors
-            return grad_out.clamp(min=0).mul_(active), None, None, None
-        return grad_out.clamp(min=0), None, None, None
+        if ctx.rule != "guided":
+            return grad_out.clamp(min=0), None, None, None
+        # the ordinary backward of ReLU / ReLU6 (a new tensor), then max(., 0) in place: two passes
+        (output,) = ctx.saved_tensors
+        if math.isinf(ctx.top):
+            grad_in = torch.ops.aten.threshold_backward(grad_out, output, 0)
+        else:
+            grad_in = torch.ops.aten.hardtanh_backward(grad_out, output, 0.0, ctx.top)
+        return grad_in.clamp_(min=0), None, None, None
 
 
 def _argument(args, kwargs, index: int, name: str, default):
