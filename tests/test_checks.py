@@ -203,3 +203,13 @@ def test_render_on_a_fixed_size_network_resizes_back_with_a_warning():
     assert result.shape == (1, 3, SIZE, SIZE)
     with pytest.raises(RuntimeError, match="pass image_size="):
         render(model, featurevis.class_logit(3), steps=1, image_size=48, progress=False)
+
+
+def test_sanity_check_defaults_on_a_fixed_size_network():
+    from nnvis_helpers import sanity_check_randomization
+
+    torch.manual_seed(0)
+    model = CifarNet().eval()
+    result = sanity_check_randomization(model, images(1), 1, progress=False)  # its default Grad-CAM layer at 32 px
+    assert result.layers == ["head.2", "features.1", "features.0"]
+    assert all(len(values) == 3 for values in result.correlations.values())
