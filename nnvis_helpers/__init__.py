@@ -8,7 +8,7 @@ The modules read like the course's table of contents:
 * 02 ``saliency``: gradients, guided backprop, SmoothGrad, Grad-CAM, occlusion, sanity checks
 * 03 ``attribution``: integrated gradients, baselines, layer integrated gradients
 * 04 ``featurevis``: objectives, parameterizations, transforms, ``render``, ``deepdream``
-* 05 ``adversarial``: FGSM, BIM, PGD, DeepFool, evaluation helpers
+* 05 ``adversarial``: FGSM, BIM, PGD, DeepFool, Carlini–Wagner, evaluation helpers
 * 06 ``atlas``: activation atlas — layout, grid, batched icons, class view, paths across it
 
 Everything below is re-exported here, so ``from nnvis_helpers import grad_cam`` works; the
@@ -23,6 +23,7 @@ from .adversarial import (
     accuracy_vs_epsilon,
     amplify_perturbation,
     bim,
+    carlini_wagner,
     deepfool,
     evaluation_set,
     fgsm,
@@ -137,8 +138,8 @@ __all__ = [
     # 04 feature visualization
     "featurevis", "render", "deepdream",
     # 05 adversarial
-    "AttackInfo", "JPEGCompression", "accuracy_vs_epsilon", "amplify_perturbation", "bim", "deepfool",
-    "evaluation_set", "fgsm", "pgd",
+    "AttackInfo", "JPEGCompression", "accuracy_vs_epsilon", "amplify_perturbation", "bim", "carlini_wagner",
+    "deepfool", "evaluation_set", "fgsm", "pgd",
     # 06 activation atlas
     "atlas", "activation_atlas", "draw_atlas",
 ]

@@ -3,13 +3,16 @@
 Every attack takes pixels in [0, 1] (the models of :func:`load_model` normalize inside) and
 measures epsilon in the same units: ``epsilon=2/255`` moves each pixel by at most two grey
 levels. They work in batches and on any device (the model's), keep the result inside the
-epsilon ball and inside [0, 1], and leave the model exactly as they found it.
+epsilon ball and inside [0, 1], and leave the model exactly as they found it. DeepFool and
+Carlini–Wagner have no ball: they search for the smallest change, and its size is the answer.
 
 * :func:`fgsm` — one signed-gradient step (Goodfellow et al. 2014).
 * :func:`bim` — many small FGSM steps, each projected back into the ball (Kurakin et al. 2016).
 * :func:`pgd` — BIM from a random start, L-infinity or L2 ball (Madry et al. 2017).
 * :func:`deepfool` — the smallest L2 step over the nearest linearized decision boundary
   (Moosavi-Dezfooli et al. 2016).
+* :func:`carlini_wagner` — the smallest L2 change that beats the goal class by a margin of logits,
+  found with Adam in tanh space (Carlini & Wagner 2017).
 
 Untargeted attacks push away from ``labels`` (the model's own predictions when ``None``);
 ``target_class=`` pulls towards a class instead. ``return_info=True`` adds an
@@ -33,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .checks import check_images, check_model, check_target, class_scores, prepare
+from .checks import check_images, check_model, check_number, check_target, class_scores, prepare
 from .datasets.photos import _cut, _photo_tensor, _random_square
 from .images import _OFFLINE_PHOTOS, _resize_tensor, load_image, sample_images
 from .layers import preserve_model_state
@@ -44,6 +47,7 @@ __all__ = [
     "bim",
     "pgd",
     "deepfool",
+    "carlini_wagner",
     "evaluation_set",
     "accuracy_vs_epsilon",
     "amplify_perturbation",
@@ -419,6 +423,92 @@ def deepfool(
                 adversarial[active] = torch.clamp(clean[active] + (1 + overshoot) * total[active], 0, 1)
                 active = active[still_correct]
         return _finish(model, problem, adversarial.detach(), reference, return_info)
+
+
+def carlini_wagner(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels=None,
+    *,
+    target_class=None,
+    targeted: bool | None = None,
+    c: float = 1.0,
+    kappa: float = 0.0,
+    steps: int = 100,
+    lr: float = 0.01,
+    return_info: bool = False,
+    progress: bool = False,
+):
+    """Carlini–Wagner L2: the smallest L2 change that beats the goal class by ``kappa`` logits, found with Adam.
+
+    Minimizes ``||x' - x||_2^2 + c * f(x')`` over ``w``, where ``x' = (tanh(w) + 1) / 2`` is always in
+    [0, 1] and ``Z`` are the logits: untargeted ``f = max(Z_y - max_{i != y} Z_i, -kappa)`` (y = labels),
+    targeted ``f = max(max_{i != t} Z_i - Z_t, -kappa)`` (t = target_class). ``c`` trades fooling
+    against staying close: a small c gives small changes that may not fool, a large c fools more often
+    with larger changes (the paper finds c per image by binary search; here you choose it). ``kappa``
+    is the margin the result must win by: 0 stops at the decision boundary, larger values give
+    confident adversarials. ``steps`` Adam steps of rate ``lr`` on ``w``, fewer when the batch's total
+    cost stops falling (checked ten times, as Carlini's code does); each image keeps the smallest x'
+    that won by ``kappa``, or comes back unchanged if none did.
+    images (N, 3, H, W) in [0, 1] -> adversarial images (N, 3, H, W), on the images' device.
+
+    >>> adversarial, info = carlini_wagner(model, images, c=1.0, steps=100, return_info=True); info.l2
+    """
+    c = check_number(c, "c", low=0, hint="It weighs fooling the model against the size of the change; try 0.1 to 10.")
+    kappa = check_number(kappa, "kappa", low=0, hint="It is a margin in logits; 0 stops at the decision boundary.")
+    steps = _check_steps(steps)
+    lr = check_number(lr, "lr", low=0, low_open=True, hint="It is Adam's learning rate on w, such as 0.01.")
+    problem = _prepare(model, images, labels, target_class, targeted)
+    with preserve_model_state(model), torch.enable_grad():
+        model.requires_grad_(False)  # gradients for w only: no .grad on parameters, less work
+        clean = problem.images
+        reference = problem.goal if problem.goal is not None else _predicted(model, clean)
+        batch_size = clean.shape[0]
+        # The same start, cost, optimizer and update order as torchattacks' CW, so the two agree to
+        # the last bit (a one-ulp change of the start can move a result by 1e-3 after 100 steps).
+        # w = atanh(2x - 1), written out as torchattacks does, starts at x' = x; a pixel at exactly
+        # 0 or 1 gets w = -inf or +inf, where tanh is flat, so it stays where it is (Carlini's own
+        # code shrinks 2x - 1 by 0.999999 instead: such pixels can move, but only very slowly).
+        centred = torch.clamp(clean * 2 - 1, min=-1, max=1)
+        w = (0.5 * torch.log((1 + centred) / (1 - centred))).requires_grad_(True)
+        optimizer = torch.optim.Adam([w], lr=lr)
+        best = clean.clone()
+        best_squared_l2 = torch.full((batch_size,), math.inf, dtype=clean.dtype, device=clean.device)
+        # the margin as Carlini's code checks it: the goal's logit handicapped by kappa must still lose (win)
+        handicap = torch.full(
+            (batch_size, 1), -kappa if problem.targeted else kappa, dtype=clean.dtype, device=clean.device
+        )
+        previous_cost = math.inf
+        check_every = max(steps // 10, 1)
+        for step in _progress(range(steps), progress, "C&W L2"):
+            adversarial = (torch.tanh(w) + 1) / 2
+            squared_l2 = (adversarial - clean).flatten(1).pow(2).sum(dim=1)
+            logits = class_scores(model(adversarial))
+            goal_logit = class_scores(logits, reference, name=problem.goal_name)  # a class the model lacks fails here
+            # max over the other classes: the goal's own logit masked out with -inf, so negative logits
+            # count too (torchattacks' CW multiplies by a one-hot mask, which reads them as 0)
+            other_logit = logits.scatter(1, reference[:, None], float("-inf")).max(dim=1).values
+            margin = other_logit - goal_logit if problem.targeted else goal_logit - other_logit
+            # summed over the batch: each image's gradient is its own, whatever the batch size
+            cost = squared_l2.sum() + c * margin.clamp(min=-kappa).sum()
+            (w.grad,) = torch.autograd.grad(cost, w)  # what cost.backward() would put there, and only there
+            optimizer.step()
+            with torch.no_grad():
+                # keep, per image, the smallest x' of this step (before the update) that won by kappa
+                prediction = logits.detach().scatter_add(1, reference[:, None], handicap).argmax(dim=1)
+                success = prediction == reference if problem.targeted else prediction != reference
+                better = success & (squared_l2 < best_squared_l2)
+                best_squared_l2 = torch.where(better, squared_l2, best_squared_l2)
+                best = torch.where(better.view(-1, 1, 1, 1), adversarial, best)
+            # Stop when the total cost rose since the last of about ten checks (Carlini's "abort early"):
+            # the whole batch stops together, so a result can depend on the rest of the batch.
+            if step % check_every == 0:
+                current_cost = cost.item()
+                if current_cost > previous_cost:
+                    break
+                previous_cost = current_cost
+        reference_classes = None if problem.targeted else reference
+        return _finish(model, problem, best.detach(), reference_classes, return_info)
 
 
 # --------------------------------------------------------------------------------------------

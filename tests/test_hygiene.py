@@ -41,6 +41,7 @@ from nnvis_helpers import (
     bim,
     capture_activations,
     capture_gradients,
+    carlini_wagner,
     collect_activations,
     completeness_delta,
     count_hooks,
@@ -272,6 +273,7 @@ HELPERS = {
     "bim": Helper(lambda m, x: bim(m, x, T, 4 / 255, steps=3)),
     "pgd": Helper(lambda m, x: pgd(m, x, T, 4 / 255, steps=3, seed=0, return_info=True)),
     "deepfool": Helper(lambda m, x: deepfool(m, x, T, max_steps=3, return_info=True)),
+    "carlini_wagner": Helper(lambda m, x: carlini_wagner(m, x, T, steps=3, return_info=True)),
     "accuracy_vs_epsilon": Helper(lambda m, x: accuracy_vs_epsilon(m, x, attack=fgsm, epsilons=[0, 4 / 255],
                                                                    batch_size=1, progress=False)),
     # 06 activation atlas
