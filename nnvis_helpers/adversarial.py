@@ -123,10 +123,6 @@ def _check_alpha(alpha, epsilon: float, steps: int) -> float:
     return float(alpha)
 
 
-def _check_classes(value, name: str, batch_size: int, num_classes: int | None, device: torch.device) -> torch.Tensor:
-    return check_target(value, batch_size, num_classes, device, name=name)
-
-
 @dataclass
 class _Problem:
     """A validated attack problem: what to attack, towards or away from which classes."""
@@ -157,9 +153,9 @@ def _prepare(model, images, labels, target_class, targeted) -> _Problem:
     # the number of classes of a model not made by load_model is checked on its first output
     num_classes = getattr(getattr(model, "info", None), "num_classes", None)
     if labels is not None:
-        labels = _check_classes(labels, "labels", batch_size, num_classes, device)
+        labels = check_target(labels, batch_size, num_classes, device, name="labels")
     if target_class is not None:
-        target_class = _check_classes(target_class, "target_class", batch_size, num_classes, device)
+        target_class = check_target(target_class, batch_size, num_classes, device, name="target_class")
     goal = target_class if target_class is not None else labels  # targeted=True alone: labels are the targets
     return _Problem(clean, goal, "target_class" if target_class is not None else "labels", targeted, device, images.device)
 
@@ -577,7 +573,8 @@ def accuracy_vs_epsilon(
         if labels is None:
             labels = torch.cat([_predicted(model, images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
         else:
-            labels = _check_classes(labels, "labels", images.shape[0], getattr(getattr(model, "info", None), "num_classes", None), device)
+            labels = check_target(labels, images.shape[0], getattr(getattr(model, "info", None), "num_classes", None), device,
+                                  name="labels")
         labels = labels.to(device)
         work = [(e, i) for e in epsilons for i in range(0, len(images), batch_size)]
         correct = dict.fromkeys(epsilons, 0)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .checks import check_model
 from .layers import LayerNotFoundError, _probe_forward, get_layer, preserve_model_state, probe_size
 
 __all__ = [
@@ -439,13 +440,6 @@ def _default_input_size(model: nn.Module) -> tuple[int, int, int, int]:
     return (1, 3, *probe_size(model))  # the model's fixed size (a ViT), its nominal size, else 224
 
 
-def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.device, tensor.dtype
-    return torch.device("cpu"), torch.float32
-
-
 def layer_table(model: nn.Module, input_size: Sequence[int] | None = None) -> LayerTable:
     """Every module with its type, output shape, parameters and receptive field (one forward pass).
 
@@ -479,7 +473,7 @@ def layer_table(model: nn.Module, input_size: Sequence[int] | None = None) -> La
 
         return hook
 
-    device, dtype = _model_device_dtype(model)
+    device, dtype = check_model(model)
     images = torch.zeros(input_size, device=device, dtype=dtype)
     with preserve_model_state(model):
         handles = []
@@ -1075,7 +1069,7 @@ def write_tensorboard_graph(
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    device, dtype = _model_device_dtype(model)
+    device, dtype = check_model(model)
     images = torch.rand(_default_input_size(model), dtype=dtype) if images is None else _check_tensor(images)
     images = images.to(device)
     folder = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="nnvis_tensorboard_"))
@@ -1124,7 +1118,7 @@ def torchviz_graph(
     """
     from torchviz import make_dot
 
-    images = _check_tensor(images).to(_model_device_dtype(model)[0])
+    images = _check_tensor(images).to(check_model(model)[0])
     with preserve_model_state(model), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torchviz 0.0.3 compares versions with distutils
         if show_parameters:

@@ -117,21 +117,11 @@ def icon_transforms(icon_size: int):
     classifier with a Flatten + Linear head) see the size they expect, and the centre neuron
     stays the centre.
     """
-    import torch.nn.functional as F
-
-    from ..featurevis import compose, jitter, pad, random_rotate, random_scale
+    from ..featurevis import compose, jitter, pad, random_rotate, random_scale, resize
 
     shift = max(1, icon_size // 16)
-    robust = compose(pad(shift), jitter(shift), random_scale([0.95, 1.0, 1.05]), random_rotate(range(-5, 6)),
-                     jitter(max(1, shift // 2)))
-
-    def inner(images, rng):
-        moved = robust(images, rng)
-        if moved.shape[-2:] == images.shape[-2:]:
-            return moved
-        return F.interpolate(moved, size=images.shape[-2:], mode="bilinear", align_corners=False)
-
-    return inner
+    return compose(pad(shift), jitter(shift), random_scale([0.95, 1.0, 1.05]), random_rotate(range(-5, 6)),
+                   jitter(max(1, shift // 2)), resize(icon_size))
 
 
 def _layer_output(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from .objectives import (
 )
 from .param import COLOR_CORRELATION, ImageParam, as_param, fourier, pixels
 from .render import ActivationRunner, deepdream, evaluate, render
-from .transforms import as_transform, compose, jitter, pad, random_rotate, random_scale, standard_transforms
+from .transforms import as_transform, compose, jitter, pad, random_rotate, random_scale, resize, standard_transforms
 
 __all__ = [
     "INPUT",
@@ -59,5 +59,6 @@ __all__ = [
     "jitter",
     "random_scale",
     "random_rotate",
+    "resize",
     "standard_transforms",
 ]
