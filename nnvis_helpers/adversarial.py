@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .checks import check_images, check_model, check_number, check_target, class_scores, prepare
+from .checks import check_images, check_model, check_number, check_target, class_scores, known_num_classes, prepare
 from .datasets.photos import _cut, _photo_tensor, _random_square
 from .images import _OFFLINE_PHOTOS, _resize_tensor, load_image, sample_images
 from .layers import preserve_model_state
@@ -151,7 +151,7 @@ def _prepare(model, images, labels, target_class, targeted) -> _Problem:
         raise ValueError("a targeted attack needs the class to reach: pass target_class=... (an int or one per image).")
     batch_size = images.shape[0]
     # the number of classes of a model not made by load_model is checked on its first output
-    num_classes = getattr(getattr(model, "info", None), "num_classes", None)
+    num_classes = known_num_classes(model)
     if labels is not None:
         labels = check_target(labels, batch_size, num_classes, device, name="labels")
     if target_class is not None:
@@ -573,8 +573,7 @@ def accuracy_vs_epsilon(
         if labels is None:
             labels = torch.cat([_predicted(model, images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
         else:
-            labels = check_target(labels, images.shape[0], getattr(getattr(model, "info", None), "num_classes", None), device,
-                                  name="labels")
+            labels = check_target(labels, images.shape[0], known_num_classes(model), device, name="labels")
         labels = labels.to(device)
         work = [(e, i) for e in epsilons for i in range(0, len(images), batch_size)]
         correct = dict.fromkeys(epsilons, 0)

@@ -154,7 +154,8 @@ def check_target(
     return tensor.to(device) if device is not None else tensor
 
 
-def _known_num_classes(model: nn.Module) -> int | None:
+def known_num_classes(model: nn.Module) -> int | None:
+    """The class count of a model made by load_model (``model.info``); None for others (checked on the output)."""
     count = getattr(getattr(model, "info", None), "num_classes", None)
     return count if isinstance(count, int) and not isinstance(count, bool) else None
 
@@ -174,7 +175,7 @@ def prepare(
     images = images.detach().to(device=device, dtype=dtype)
     if target is None:
         return images, None
-    return images, check_target(target, len(images), _known_num_classes(model), device, name=name)
+    return images, check_target(target, len(images), known_num_classes(model), device, name=name)
 
 
 def _describe(output) -> str:

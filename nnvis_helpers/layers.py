@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from .checks import check_model
+
 __all__ = [
     "LayerNotFoundError",
     "LayerInfo",
@@ -105,14 +107,8 @@ class LayerInfo:
 
 
 def _model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (or buffer); every helper follows it."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module (e.g. load_model()), got {type(model).__name__}.")
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
+    """The device of the model's first floating-point parameter (or buffer); every helper follows it."""
+    return check_model(model)[0]
 
 
 def _first_tensor(output) -> torch.Tensor | None:
@@ -213,8 +209,8 @@ def list_layers(
             for name, module in modules:
                 handles.append(module.register_forward_hook(recorder(name)))
             with torch.no_grad():
-                dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-                _probe_forward(model, torch.zeros(input_size, device=_model_device(model), dtype=dtype), "list_layers")
+                device, dtype = check_model(model)
+                _probe_forward(model, torch.zeros(input_size, device=device, dtype=dtype), "list_layers")
         finally:
             for handle in handles:
                 handle.remove()

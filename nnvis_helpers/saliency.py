@@ -36,8 +36,8 @@ from torch import nn
 
 from torch.overrides import TorchFunctionMode
 
-from .checks import check_number, class_scores, prepare
-from .layers import _probe_forward, get_layer, preserve_model_state
+from .checks import check_model, check_number, class_scores, prepare
+from .layers import _probe_forward, get_layer, preserve_model_state, probe_size
 
 __all__ = [
     "vanilla_gradient",
@@ -58,21 +58,11 @@ __all__ = [
 # ----------------------------------------------------------------------------- shared steps
 
 
-def _prepare(model: nn.Module, images: torch.Tensor, target) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check the inputs (one path for every helper, ``checks.prepare``): images on the model's device and dtype, target (N,)."""
-    return prepare(model, images, target)
-
-
-def _class_scores(outputs, target: torch.Tensor) -> torch.Tensor:
-    """The score (logit) of each image's target class, shape (N,); a clear error for any other output."""
-    return class_scores(outputs, target)
-
-
 def _input_gradient(model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """d score_target / d images, (N, 3, H, W). ``autograd.grad`` writes no ``.grad`` anywhere."""
     images = images.detach().requires_grad_(True)
     with torch.enable_grad():  # works inside a caller's torch.no_grad() too
-        scores = _class_scores(model(images), target)
+        scores = class_scores(model(images), target)
         # Images are independent (eval mode), so the gradient of the sum is every image's own gradient.
         (gradient,) = torch.autograd.grad(scores.sum(), images)
     return gradient
@@ -110,7 +100,7 @@ def vanilla_gradient(model: nn.Module, images: torch.Tensor, target, abs: bool =
     >>> vanilla_gradient(model, load_image("chelsea"), 281).shape
     torch.Size([1, 224, 224])
     """
-    images, target = _prepare(model, images, target)
+    images, target = prepare(model, images, target)
     with preserve_model_state(model):
         gradient = _input_gradient(model, images, target)
     return _reduce_colour(gradient.abs() if abs else gradient, reduce)
@@ -122,7 +112,7 @@ def gradient_x_input(model: nn.Module, images: torch.Tensor, target) -> torch.Te
     >>> gradient_x_input(model, load_image("chelsea"), 281).shape
     torch.Size([1, 3, 224, 224])
     """
-    images, target = _prepare(model, images, target)
+    images, target = prepare(model, images, target)
     with preserve_model_state(model):
         return images * _input_gradient(model, images, target)
 
@@ -277,7 +267,7 @@ def guided_backprop(model: nn.Module, images: torch.Tensor, target) -> torch.Ten
     >>> guided_backprop(model, load_image("chelsea"), 281).shape
     torch.Size([1, 3, 224, 224])
     """
-    images, target = _prepare(model, images, target)
+    images, target = prepare(model, images, target)
     with preserve_model_state(model), _rectifier_backward_rule(model, "guided", "guided_backprop"):
         gradient = _input_gradient(model, images, target)
     return gradient
@@ -293,7 +283,7 @@ def deconvnet(model: nn.Module, images: torch.Tensor, target) -> torch.Tensor:
     >>> deconvnet(model, load_image("chelsea"), 281).shape
     torch.Size([1, 3, 224, 224])
     """
-    images, target = _prepare(model, images, target)
+    images, target = prepare(model, images, target)
     with preserve_model_state(model), _rectifier_backward_rule(model, "deconvnet", "deconvnet"):
         gradient = _input_gradient(model, images, target)
     return gradient
@@ -324,7 +314,7 @@ def smoothgrad(
     >>> smoothgrad(model, load_image("chelsea"), 281, n_samples=25).shape
     torch.Size([1, 224, 224])
     """
-    images, target = _prepare(model, images, target)
+    images, target = prepare(model, images, target)
     n_samples = check_number(n_samples, "n_samples", low=1, integer=True)
     batch_size = check_number(batch_size, "batch_size", low=1, integer=True, hint="It is the number of noisy copies per forward pass.")
     noise_level = check_number(noise_level, "noise_level", low=0, hint="It is the noise's standard deviation in pixel units: 0.1 to 0.2 is usual.")
@@ -366,18 +356,16 @@ def last_conv_layer(model: nn.Module, images: torch.Tensor | None = None, input_
     >>> last_conv_layer(load_model("vgg16"))
     'features.29'
     """
-    from .layers import probe_size
-
     if images is not None:
-        images, _ = prepare(model, images)
-        probe = images[:1]
+        probe, _ = prepare(model, images)
+        probe = probe[:1]
     else:
         if input_size is not None:
             check_number(input_size, "input_size", low=1, integer=True)
-        height, width = (input_size, input_size) if input_size is not None else probe_size(model)
-        probe = None
-        size = (height, width)
-    size = tuple(probe.shape[-2:]) if probe is not None else size
+        device, dtype = check_model(model)
+        size = (input_size, input_size) if input_size is not None else probe_size(model)
+        probe = torch.zeros(1, 3, *size, device=device, dtype=dtype)
+    size = tuple(probe.shape[-2:])
     cache = _LAST_CONV.setdefault(model, {})
     if size in cache:
         return cache[size]
@@ -389,10 +377,6 @@ def last_conv_layer(model: nn.Module, images: torch.Tensor | None = None, input_
             calls.append((names[module], module, tuple(output.shape)))
 
     with preserve_model_state(model), torch.no_grad():
-        if probe is None:
-            parameter = next(model.parameters(), None)
-            probe = torch.zeros(1, 3, *size, device=parameter.device if parameter is not None else "cpu",
-                                dtype=parameter.dtype if parameter is not None else torch.float32)
         handles = [module.register_forward_hook(record) for module in names]
         try:
             _probe_forward(model, probe, "last_conv_layer")
@@ -452,12 +436,12 @@ def grad_cam(
     >>> grad_cam(model, load_image("chelsea"), 281).shape
     torch.Size([1, 224, 224])
     """
-    images, target = _prepare(model, images, target)
+    images, target = prepare(model, images, target)
     if not isinstance(relu, bool) or not isinstance(upsample, bool):
         raise TypeError(f"relu and upsample must be True or False, got {relu!r} and {upsample!r}.")
     name = last_conv_layer(model, images) if layer is None else layer
     with preserve_model_state(model), _keep_output(get_layer(model, name)) as kept, torch.enable_grad():
-        scores = _class_scores(model(images), target)
+        scores = class_scores(model(images), target)
         activation = kept.get("output")
         if activation is None:
             raise ValueError(f"layer {name!r} did not run in the forward pass; choose a layer that does (list_layers(model)).")
@@ -485,7 +469,7 @@ def guided_grad_cam(model: nn.Module, images: torch.Tensor, target, layer: str |
     >>> guided_grad_cam(model, load_image("chelsea"), 281).shape
     torch.Size([1, 3, 224, 224])
     """
-    images, target = _prepare(model, images, target)
+    images, target = prepare(model, images, target)
     layer = last_conv_layer(model, images) if layer is None else layer
     cam = grad_cam(model, images, target, layer=layer, relu=True, upsample=True)
     return guided_backprop(model, images, target) * cam[:, None]
@@ -515,7 +499,7 @@ def occlusion(
     """
     from tqdm.auto import tqdm
 
-    images, target = _prepare(model, images, target)
+    images, target = prepare(model, images, target)
     count, _, height, width = images.shape
     window = check_number(window, "window", low=1, integer=True, hint="It is the side of the grey square, in pixels.")
     stride = check_number(stride, "stride", low=1, integer=True, hint="It is the step between squares, in pixels.")
@@ -533,14 +517,14 @@ def occlusion(
     drops = torch.zeros(count, height, width, device=images.device)
     covered = torch.zeros(height, width, device=images.device)
     with preserve_model_state(model), torch.no_grad():
-        reference = _class_scores(model(images), target)
+        reference = class_scores(model(images), target)
         for start in tqdm(range(0, len(patches), per_pass), desc="occlusion", disable=not progress):
             chunk = patches[start : start + per_pass]
             occluded = images.repeat(len(chunk), 1, 1, 1)  # patch-major: patch 0 on every image, then patch 1 ...
             for index, (top, left) in enumerate(chunk):
                 rows, cols, batch = slice(top, top + window), slice(left, left + window), slice(index * count, (index + 1) * count)
                 occluded[batch, :, rows, cols] = baseline[:, :, rows, cols]
-            drop = reference.repeat(len(chunk)) - _class_scores(model(occluded), target.repeat(len(chunk)))
+            drop = reference.repeat(len(chunk)) - class_scores(model(occluded), target.repeat(len(chunk)))
             for index, (top, left) in enumerate(chunk):
                 drops[:, top : top + window, left : left + window] += drop[index * count : (index + 1) * count, None, None]
                 covered[top : top + window, left : left + window] += 1
@@ -613,7 +597,7 @@ def sanity_check_randomization(
     """
     from tqdm.auto import tqdm
 
-    images, target = _prepare(model, images, target)
+    images, target = prepare(model, images, target)
     if methods is None:
         layer = last_conv_layer(model, images)
         methods = {
