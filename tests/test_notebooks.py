@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -36,9 +37,75 @@ def test_notebook_skeleton(path):
     assert sync_repo_links.badge(path.name) in first, f"{path.name}: Colab badge missing or stale; run scripts/sync_repo_links.py"
     assert first.lstrip("[").count("\n# ") >= 1 or "\n# " in "\n" + first, f"{path.name}: a '# Title' is expected in the first cell"
     assert cells[1]["cell_type"] == "code"
-    assert "".join(cells[1]["source"]) == sync_repo_links.setup_cell_source(), (
+    assert "".join(cells[1]["source"]) == sync_repo_links.setup_cell_source(path.name), (
         f"{path.name}: the second cell must be the canonical setup cell; run scripts/sync_repo_links.py"
     )
     headings = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown").lower()
     for section in ("## summary", "## exercises", "## references"):
         assert section in headings, f"{path.name}: section '{section}' missing"
+
+
+# A code cell draws a figure when it calls one of these; the Markdown cell right after it is the caption.
+FIGURE_CALL = re.compile(
+    r"\b(show_images|show_heatmap|show_unit|show_cell|plot_[a-z_]+|draw_[a-z_]+|plt\.subplots|plt\.figure|"
+    r"visualize_image_attr\w*)\("
+)
+CAPTION = "*What to look for:*"
+
+
+def _sources(path):
+    return [(cell["cell_type"], "".join(cell["source"])) for cell in json.loads(path.read_text())["cells"]]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_states_prerequisites_and_time(path):
+    head = "\n".join(source for kind, source in _sources(path)[:4] if kind == "markdown")
+    assert "**Prerequisites:**" in head, f"{path.name}: say what a learner should know first ('**Prerequisites:** ...') near the top"
+    assert re.search(r"\*\*Time:\*\* about \d+", head), f"{path.name}: give a time estimate ('**Time:** about N min ...') near the top"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_figure_has_a_caption(path):
+    cells = _sources(path)
+    for index, (kind, source) in enumerate(cells):
+        code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("#"))
+        if kind == "code" and FIGURE_CALL.search(code) and "def " not in code.split(FIGURE_CALL.search(code).group(0))[0]:
+            following = cells[index + 1] if index + 1 < len(cells) else ("", "")
+            assert following[0] == "markdown" and following[1].lstrip().startswith(CAPTION), (
+                f"{path.name} cell {index} draws a figure: the next cell should be a Markdown caption starting "
+                f"with {CAPTION!r}\n---\n{source[:300]}"
+            )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_is_shown_as_code_cells_and_installs_live_in_the_setup_cell(path):
+    cells = _sources(path)
+    for index, (kind, source) in enumerate(cells[2:], start=2):
+        if kind != "code":
+            continue
+        assert "inspect.getsource" not in source, (
+            f"{path.name} cell {index}: show the method as a code cell a learner can read and edit, not as printed source"
+        )
+        assert not re.search(r"pip install|\"pip\"|'pip'", source), (
+            f"{path.name} cell {index}: installs belong in the setup cell (cell 1), not mid-notebook"
+        )
+
+
+def test_colab_installs_a_release_not_a_branch():
+    github, release = sync_repo_links.course_repo()
+    settings = sync_repo_links._settings()
+    assert release == "v" + settings["project"]["version"] or re.fullmatch(r"[0-9a-f]{40}", release), (
+        f"[tool.nnvis] release {release!r} should be 'v' + project.version ({settings['project']['version']}) or a commit"
+    )
+    for path in NOTEBOOKS:
+        setup = "".join(json.loads(path.read_text())["cells"][1]["source"])
+        assert f"git+https://github.com/{github}@{release}\"" in setup
+        assert "@main" not in setup and "/blob/main/" not in "".join(json.loads(path.read_text())["cells"][0]["source"])
+
+
+def test_a_branch_as_release_is_refused(monkeypatch):
+    settings = sync_repo_links._settings()
+    settings["tool"]["nnvis"]["release"] = "main"
+    monkeypatch.setattr(sync_repo_links, "_settings", lambda: settings)
+    with pytest.raises(ValueError, match="not a branch"):
+        sync_repo_links.course_repo()
