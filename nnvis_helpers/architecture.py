@@ -16,6 +16,16 @@ centred branches is the field of the largest one.
 (a ``TorchFunctionMode`` sees ``conv2d``, ``max_pool2d``, ``pad``, ``+``, ``cat`` ... even
 when they are plain function calls inside a block's ``forward``), while forward hooks note
 each module's output. No hook and no mode outlives the call.
+
+The same pass counts what the network costs: the **multiply-adds** (MACs) of every convolution,
+linear layer and matrix product, each credited to the module that ran it and to all its parents.
+A convolution with C_in input and C_out output channels, kernel k_h x k_w and ``groups`` g makes
+H_out W_out C_out (C_in / g) k_h k_w of them per image (a depthwise one, g = C_in, only
+H_out W_out C_out k_h k_w); a linear layer in x out per row. Bias additions, normalization,
+activations, pooling and residual sums are not multiply-adds and count 0 (the usual convention
+of FLOP counters; ``torchinfo`` differs only by also counting biases and plain BatchNorm layers).
+With ``images=`` a second pass measures how sparse each layer's output is on real photos: the
+share of exactly-zero values, and the **dead channels**, zero on every photo at every position.
 """
 from __future__ import annotations
 
@@ -30,7 +40,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .checks import check_model
+from .checks import check_images, check_model
 from .layers import LayerNotFoundError, _probe_forward, get_layer, preserve_model_state, probe_size
 
 __all__ = [
@@ -192,6 +202,45 @@ _PADS = {"pad", "_pad"}
 _AXIS_MOVES = {"transpose", "swapaxes", "swapdims", "permute"}
 
 
+_CONVOLUTION_PRODUCTS = {"conv1d", "conv2d", "conv3d"}
+_TRANSPOSED_PRODUCTS = {"conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
+_MATRIX_PRODUCTS = {"matmul", "__matmul__", "__rmatmul__", "mm", "bmm"}
+_MATRIX_PRODUCTS_WITH_BIAS = {"addmm", "baddbmm"}
+_COUNTED_PRODUCTS = (
+    _CONVOLUTION_PRODUCTS | _TRANSPOSED_PRODUCTS | _MATRIX_PRODUCTS | _MATRIX_PRODUCTS_WITH_BIAS | {"linear"}
+)
+# Products done inside one opaque call, which the trace cannot see into: reported, not counted.
+_UNCOUNTED_PRODUCTS = {"multi_head_attention_forward", "scaled_dot_product_attention", "einsum", "bilinear"}
+
+
+def _multiply_adds(name: str, args, kwargs, output) -> int:
+    """Multiply-adds of one call of a product (convolution, linear, matrix product), batch included.
+
+    Each output value of a convolution is a sum over (C_in / groups) k_h k_w products, the size of one
+    output channel's weight ``weight[0]``; each output of a linear layer or matrix product a sum over
+    the shared (inner) dimension. A transposed convolution spreads every input value over
+    (C_out / groups) k_h k_w outputs. Biases are additions, not counted.
+    """
+    result = _tensors(output)[0]
+    if name in _CONVOLUTION_PRODUCTS:
+        weight = _argument(args, kwargs, 1, "weight")
+        return result.numel() * weight[0].numel()
+    if name in _TRANSPOSED_PRODUCTS:
+        source, weight = _argument(args, kwargs, 0, "input"), _argument(args, kwargs, 1, "weight")
+        return source.numel() * weight[0].numel()
+    if name == "linear":
+        weight = _argument(args, kwargs, 1, "weight")
+        return result.numel() * weight.shape[-1]
+    if name in _MATRIX_PRODUCTS_WITH_BIAS:  # addmm(bias, a, b), baddbmm(bias, a, b)
+        left = _argument(args, kwargs, 1, "mat1" if name == "addmm" else "batch1")
+        return result.numel() * left.shape[-1]
+    if name == "__rmatmul__":  # b.__rmatmul__(a) is a @ b: the inner size is b's rows
+        right = args[0]
+        return result.numel() * (right.shape[-2] if right.dim() > 1 else right.shape[0])
+    left = _argument(args, kwargs, 0, "input")
+    return result.numel() * left.shape[-1]
+
+
 class _FieldTracer(TorchFunctionMode):
     """Follows the receptive field of every tensor through the torch functions a forward calls."""
 
@@ -200,6 +249,11 @@ class _FieldTracer(TorchFunctionMode):
         # Strong references keep ids unique while the trace runs; dropped when it ends.
         self.fields: dict[int, tuple[torch.Tensor, Any]] = {}
         self.unsupported: set[str] = set()
+        # Multiply-adds: the modules running now (outermost first), what each has computed, the total.
+        self.running: list[str] = []
+        self.macs: dict[str, int] = {}
+        self.total_macs = 0
+        self.uncounted: set[str] = set()
 
     def field_of(self, tensor: torch.Tensor):
         entry = self.fields.get(id(tensor))
@@ -211,10 +265,12 @@ class _FieldTracer(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         output = func(*args, **kwargs)
+        name = getattr(func, "__name__", str(func))
+        if name in _COUNTED_PRODUCTS or name in _UNCOUNTED_PRODUCTS:
+            self._count(name, args, kwargs, output)
         inputs = [(t, self.field_of(t)) for t in _tensors(args) + _tensors(kwargs)]
         inputs = [(t, f) for t, f in inputs if f is not None]
         if inputs:
-            name = getattr(func, "__name__", str(func))
             try:
                 self._propagate(name, args, kwargs, inputs, output)
             except Exception as error:  # a field we cannot follow must not break the forward pass
@@ -222,6 +278,20 @@ class _FieldTracer(TorchFunctionMode):
                 for tensor in _tensors(output):
                     self.set_field(tensor, _unknown(name))
         return output
+
+    def _count(self, name, args, kwargs, output) -> None:
+        """Credit the multiply-adds of one product to every module running now."""
+        if name in _UNCOUNTED_PRODUCTS:
+            self.uncounted.add(name)
+            return
+        try:
+            macs = _multiply_adds(name, args, kwargs, output)
+        except Exception as error:  # counting must never break the forward pass
+            self.uncounted.add(f"{name} ({type(error).__name__})")
+            return
+        self.total_macs += macs
+        for module_name in self.running:
+            self.macs[module_name] = self.macs.get(module_name, 0) + macs
 
     def _propagate(self, name, args, kwargs, inputs, output) -> None:
         first, field = inputs[0]
@@ -937,6 +1007,20 @@ def describe_layer(
     return "\n".join(f"{label:<16} {value}" for label, value in lines)
 
 
+def widget_mimebundle(widget) -> dict:
+    """The display data of an ipywidgets widget, for ipywidgets 8 and for 7.7 (what Colab ships).
+
+    ipywidgets 8 gives it with ``_repr_mimebundle_``; 7.x displays through ``_ipython_display_`` only,
+    so the same bundle is built from the widget's model id.
+    """
+    if hasattr(widget, "_repr_mimebundle_"):
+        return widget._repr_mimebundle_()
+    return {
+        "text/plain": repr(widget),
+        "application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0, "model_id": widget.model_id},
+    }
+
+
 class LayerPicker:
     """A dropdown of layers; ``picker.value`` is the chosen name, a plain string.
 
@@ -998,7 +1082,7 @@ class LayerPicker:
         bundle = {"text/plain": text}
         try:
             widget = self.widget or self._build_widget()
-            view = widget._repr_mimebundle_()
+            view = widget_mimebundle(widget)
         except Exception:  # no ipywidgets, or no frontend: the text is the whole story
             return bundle
         if isinstance(view, dict):
