@@ -36,6 +36,7 @@ class Exercise:
     ``check(value, **context)`` raises ``AssertionError`` (with a message for the learner) when the
     value is wrong and returns a one-line message when it is right. ``solution(**context)`` is the
     function a learner would write; ``wrong(**context)`` a plausible wrong answer the check must reject.
+    With ``takes_function=True`` the check receives the learner's function itself, to call it on more inputs.
     ``make_context()`` builds the keyword arguments the notebook passes (fast sizes; used by the tests).
     """
 
@@ -46,6 +47,8 @@ class Exercise:
     wrong: Callable[..., Any]
     make_context: Callable[[], dict]
     answer: str = ""
+    #: True when the check needs the learner's function itself (to call it on other inputs), not only its value.
+    takes_function: bool = False
 
     @property
     def notebook(self) -> str:
@@ -112,7 +115,12 @@ def check_exercise(exercise_id: str, answer: Any, **context: Any) -> bool:
             f"Stuck? show_solution({exercise_id!r}) prints our solution."
         )
         return False
-    message = exercise.check(value, **context)
+    if exercise.takes_function:
+        if not callable(answer):
+            raise TypeError(f"exercise {exercise_id} expects a function, got {type(answer).__name__}")
+        message = exercise.check(answer, **context)
+    else:
+        message = exercise.check(value, **context)
     print(f"Exercise {exercise_id} ({exercise.title}) passes: {message}")
     return True
 
