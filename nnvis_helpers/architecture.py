@@ -395,6 +395,11 @@ class LayerRow:
 
     ``receptive_field`` is ``None`` when the output is not a map of units on a regular grid;
     ``field_note`` then says why (``"whole image"`` after global pooling and linear layers).
+    ``macs`` are the multiply-adds computed while this module ran (its children included, every
+    call counted) for one forward pass of the table's ``input_size``. ``zero_fraction`` (the
+    share of exactly-zero output values) and ``dead_channels`` (channels zero on every image at
+    every position) are measured on the ``images`` given to :func:`layer_table` (first call of
+    each module), else ``None``; ``dead_channels`` only for outputs (N, C, H, W) and (N, F).
     """
 
     name: str
@@ -406,6 +411,9 @@ class LayerRow:
     receptive_field: ReceptiveField | None
     field_note: str
     called: bool
+    macs: int = 0
+    zero_fraction: float | None = None
+    dead_channels: int | None = None
 
     @property
     def channels(self) -> int | None:
@@ -419,13 +427,27 @@ class LayerRow:
 
 
 class LayerTable(list):
-    """The rows of :func:`layer_table`, in the order of ``print(model)``; ``print`` it for a table."""
+    """The rows of :func:`layer_table`, in the order of ``print(model)``; ``print`` it for a table.
 
-    def __init__(self, rows: Iterable[LayerRow], model_name: str, input_size: tuple[int, ...], unsupported: Sequence[str]):
+    ``total_macs`` is the multiply-adds of the whole forward pass of ``input_size``;
+    ``measured_images`` how many images the zero shares were measured on (0: not measured).
+    """
+
+    def __init__(
+        self,
+        rows: Iterable[LayerRow],
+        model_name: str,
+        input_size: tuple[int, ...],
+        unsupported: Sequence[str],
+        total_macs: int = 0,
+        measured_images: int = 0,
+    ):
         super().__init__(rows)
         self.model_name = model_name
         self.input_size = tuple(input_size)
         self.unsupported = tuple(unsupported)
+        self.total_macs = int(total_macs)
+        self.measured_images = int(measured_images)
         self._by_name = {row.name: row for row in self}
 
     def row(self, name: str) -> LayerRow:
@@ -443,29 +465,42 @@ class LayerTable(list):
     def names(self) -> list[str]:
         return [row.name for row in self]
 
-    def to_text(self, leaves_only: bool = False, max_depth: int | None = None) -> str:
-        """A plain-text table: name, type, output shape, parameters, receptive field, stride, start."""
+    def leaves(self) -> list[LayerRow]:
+        """The rows of modules without children (the layers that do the work, not the blocks)."""
         parents = {row.name.rsplit(".", 1)[0] for row in self if "." in row.name}
+        return [row for row in self if row.name not in parents]
+
+    def to_text(self, leaves_only: bool = False, max_depth: int | None = None) -> str:
+        """A plain-text table: name, type, output shape, parameters, multiply-adds, receptive field,
+        stride, start, and (when measured on images) the share of zeros and the dead channels."""
+        leaves = {row.name for row in self.leaves()}
         rows = [
             row
             for row in self
-            if (not leaves_only or row.name not in parents) and (max_depth is None or row.depth <= max_depth)
+            if (not leaves_only or row.name in leaves) and (max_depth is None or row.depth <= max_depth)
         ]
-        header = ("name", "type", "output shape", "parameters", "field (px)", "stride", "start")
+        header = ("name", "type", "output shape", "parameters", "mult-adds", "field (px)", "stride", "start")
+        if self.measured_images:
+            header += ("zeros", "dead ch")
         lines = []
         for row in rows:
             field = row.receptive_field
-            lines.append(
-                (
-                    row.name,
-                    row.type,
-                    "x".join(map(str, row.output_shape)) if row.output_shape else "-",
-                    f"{row.parameters:,}",
-                    _axes_text(field.size) if field else (row.field_note or "-"),
-                    _axes_text(field.jump) if field else "",
-                    _axes_text(field.start) if field else "",
-                )
+            line = (
+                row.name,
+                row.type,
+                "x".join(map(str, row.output_shape)) if row.output_shape else "-",
+                f"{row.parameters:,}",
+                _count_text(row.macs),
+                _axes_text(field.size) if field else (row.field_note or "-"),
+                _axes_text(field.jump) if field else "",
+                _axes_text(field.start) if field else "",
             )
+            if self.measured_images:
+                line += (
+                    f"{row.zero_fraction:.0%}" if row.zero_fraction is not None else "-",
+                    f"{row.dead_channels}/{row.channels}" if row.dead_channels is not None else "-",
+                )
+            lines.append(line)
         widths = [max(len(str(item)) for item in column) for column in zip(header, *lines)]
         out = ["  ".join(cell.ljust(width) for cell, width in zip(header, widths)).rstrip()]
         out.append("  ".join("-" * width for width in widths))
@@ -477,6 +512,17 @@ class LayerTable(list):
 
     def __repr__(self) -> str:
         return f"<LayerTable of {self.model_name}: {len(self)} layers, input {'x'.join(map(str, self.input_size))}>"
+
+
+def _count_text(count: int) -> str:
+    """12345678 -> '12.3M': three significant digits, '-' for none."""
+    if not count:
+        return "-"
+    for size, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if count >= size:
+            value = count / size
+            return f"{value:.3g}{unit}" if value < 1000 else f"{value:.0f}{unit}"
+    return str(count)
 
 
 def _axes_text(pair: tuple[int, int]) -> str:
@@ -510,29 +556,56 @@ def _default_input_size(model: nn.Module) -> tuple[int, int, int, int]:
     return (1, 3, *probe_size(model))  # the model's fixed size (a ViT), its nominal size, else 224
 
 
-def layer_table(model: nn.Module, input_size: Sequence[int] | None = None) -> LayerTable:
-    """Every module with its type, output shape, parameters and receptive field (one forward pass).
+def layer_table(
+    model: nn.Module, input_size: Sequence[int] | None = None, images: torch.Tensor | None = None
+) -> LayerTable:
+    """Every module with its type, output shape, parameters, multiply-adds and receptive field.
 
     ``input_size`` is (N, 3, H, W), by default (1, 3, 224, 224) (or the model's own input size:
-    ``probe_size``). A network that takes one size only (a 32 px CIFAR net) needs it given.
-    The model is left exactly as it was: no hooks, same training flags, no gradients.
+    ``probe_size``, or the size of ``images``). A network that takes one size only (a 32 px CIFAR
+    net) needs it given. One forward pass (on zeros) gives shapes, fields and multiply-adds (per
+    forward pass of ``input_size``: per image with the default batch of 1). With ``images``
+    (N, 3, H, W) in [0, 1], a second pass measures each layer's share of exactly-zero outputs and
+    its dead channels on them. The model is left exactly as it was: no hooks, same training
+    flags, no gradients.
 
     >>> table = layer_table(vgg)
     >>> table.row("features.30").receptive_field
     ReceptiveField(size=(212, 212), jump=(32, 32), start=(-90, -90))
+    >>> table.row("features.28").macs   # 14 x 14 x 512 x 512 x 3 x 3 multiply-adds
+    462422016
+    >>> layer_table(vgg, images=load_images()).row("features.29").zero_fraction
     >>> print(table)  # the whole table
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"layer_table needs a torch.nn.Module, got {type(model).__name__}")
-    input_size = tuple(int(v) for v in (input_size or _default_input_size(model)))
+    if images is not None:
+        images = check_images(images)
+    if input_size is None:
+        input_size = (1, 3, *images.shape[2:]) if images is not None else _default_input_size(model)
+    input_size = tuple(int(v) for v in input_size)
     if len(input_size) != 4 or min(input_size) < 1:
         raise ValueError(f"input_size must be (N, C, H, W) with positive sizes, e.g. (1, 3, 224, 224); got {input_size}")
+    if images is not None and tuple(images.shape[1:]) != input_size[1:]:
+        raise ValueError(
+            f"the images are {tuple(images.shape[1:])} but input_size is {input_size[1:]}: shapes, fields and "
+            f"multiply-adds would describe another size than the zeros measured. Leave input_size out "
+            f"(it follows the images) or resize the images."
+        )
     modules = [(name, module) for name, module in model.named_modules() if name]
     records: dict[str, tuple[tuple[int, ...] | None, Any]] = {}
     tracer = _FieldTracer()
 
+    def before(name: str):
+        def pre_hook(_module, _inputs):
+            tracer.running.append(name)
+
+        return pre_hook
+
     def recorder(name: str):
         def hook(_module, _inputs, output):
+            if tracer.running and tracer.running[-1] == name:
+                tracer.running.pop()
             if name in records:
                 return  # a module called twice keeps its first call
             tensors = _tensors(output)
@@ -544,20 +617,22 @@ def layer_table(model: nn.Module, input_size: Sequence[int] | None = None) -> La
         return hook
 
     device, dtype = check_model(model)
-    images = torch.zeros(input_size, device=device, dtype=dtype)
+    zeros = torch.zeros(input_size, device=device, dtype=dtype)
     with preserve_model_state(model):
         handles = []
         try:
             for name, module in modules:
+                handles.append(module.register_forward_pre_hook(before(name)))
                 handles.append(module.register_forward_hook(recorder(name)))
-            tracer.set_field(images, _IDENTITY)
+            tracer.set_field(zeros, _IDENTITY)
             with torch.no_grad(), tracer:
-                _probe_forward(model, images, "layer_table")
+                _probe_forward(model, zeros, "layer_table")
         finally:
             for handle in handles:
                 handle.remove()
             fields, tracer.fields = tracer.fields, {}
             del fields
+        sparsity = _measure_zeros(model, modules, images.to(device=device, dtype=dtype)) if images is not None else {}
     if tracer.unsupported:
         warnings.warn(
             "layer_table could not follow the receptive field through: "
@@ -565,9 +640,16 @@ def layer_table(model: nn.Module, input_size: Sequence[int] | None = None) -> La
             + ". Layers after these have field 'unknown'.",
             stacklevel=2,
         )
+    if tracer.uncounted:
+        warnings.warn(
+            "layer_table could not count the multiply-adds inside: " + ", ".join(sorted(tracer.uncounted))
+            + " (one opaque call each); they are missing from the multiply-adds.",
+            stacklevel=2,
+        )
     rows = []
     for name, module in modules:
         shape, field = records.get(name, (None, None))
+        zero_fraction, dead = sparsity.get(name, (None, None))
         rows.append(
             LayerRow(
                 name=name,
@@ -583,9 +665,81 @@ def layer_table(model: nn.Module, input_size: Sequence[int] | None = None) -> La
                     else (field.note if isinstance(field, _Marker) else ("whole image" if shape else "not called"))
                 ),
                 called=name in records,
+                macs=tracer.macs.get(name, 0),
+                zero_fraction=zero_fraction,
+                dead_channels=dead,
             )
         )
-    return LayerTable(rows, getattr(getattr(model, "info", None), "name", type(model).__name__), input_size, sorted(tracer.unsupported))
+    return LayerTable(
+        rows,
+        getattr(getattr(model, "info", None), "name", type(model).__name__),
+        input_size,
+        sorted(tracer.unsupported),
+        total_macs=tracer.total_macs,
+        measured_images=0 if images is None else images.shape[0],
+    )
+
+
+def _measure_zeros(
+    model: nn.Module, modules: list[tuple[str, nn.Module]], images: torch.Tensor, batch_size: int = 8
+) -> dict[str, tuple[float, int | None]]:
+    """Per module: (share of exactly-zero output values, channels zero everywhere) over ``images``.
+
+    Counted in the hook, before a later in-place operation (``ReLU(inplace=True)``) can change the
+    output; only the first call of a module in each forward pass, as for the shapes. A tensor that
+    the next modules return unchanged (an ``Identity``, a block and its last layer) is counted once.
+    """
+    nonzero: dict[str, torch.Tensor] = {}  # non-zero values per channel (or in total), summed over batches
+    value_counts: dict[str, int] = {}
+    per_channel: dict[str, bool] = {}
+    seen: set[str] = set()
+    recent: list[tuple[torch.Tensor, int, torch.Tensor]] = []  # the last few outputs: (tensor, version, counts)
+
+    def measure(name: str):
+        def hook(_module, _inputs, output):
+            tensors = _tensors(output)
+            if name in seen or not tensors or not tensors[0].is_floating_point():
+                return
+            seen.add(name)
+            tensor = tensors[0]
+            counts = next((c for t, v, c in recent if t is tensor and v == tensor._version), None)
+            if counts is None:
+                # (N, C, H, W) or (N, F): non-zero values per channel (reduced along the contiguous
+                # last axis first, several times faster than over axes (0, 2, 3)); otherwise in total
+                value = tensor.detach()
+                if value.dim() == 4:
+                    counts = torch.count_nonzero(value.flatten(2), dim=2).sum(0)
+                elif value.dim() == 2:
+                    counts = torch.count_nonzero(value, dim=0)
+                else:
+                    counts = torch.count_nonzero(value).reshape(1)
+                recent.append((tensor, tensor._version, counts))
+                del recent[:-4]
+            per_channel[name] = tensor.dim() in (2, 4)
+            nonzero[name] = counts if name not in nonzero else nonzero[name] + counts
+            value_counts[name] = value_counts.get(name, 0) + tensor.numel()
+
+        return hook
+
+    handles = []
+    try:
+        for name, module in modules:
+            handles.append(module.register_forward_hook(measure(name)))
+        with torch.no_grad():
+            for start in range(0, images.shape[0], batch_size):
+                seen.clear()
+                _probe_forward(model, images[start : start + batch_size], "layer_table")
+                recent.clear()
+    finally:
+        for handle in handles:
+            handle.remove()
+        recent.clear()
+    results = {}
+    for name, counts in nonzero.items():
+        total = value_counts[name]
+        dead = int((counts == 0).sum()) if per_channel[name] else None
+        results[name] = ((total - int(counts.sum())) / max(total, 1), dead)
+    return results
 
 
 def _table_for(model: nn.Module, table: LayerTable | None, input_size) -> LayerTable:
@@ -1001,9 +1155,13 @@ def describe_layer(
         ("output shape", "x".join(map(str, row.output_shape)) if row.output_shape else "-"),
         ("channels", str(row.channels) if row.channels is not None else "-"),
         ("parameters", f"{row.parameters:,}"),
+        ("multiply-adds", f"{row.macs:,} ({row.macs / max(table.total_macs, 1):.1%} of the network)"),
         ("receptive field", field_text),
         ("in the map", place),
     ]
+    if row.zero_fraction is not None:
+        dead = f", {row.dead_channels} of {row.channels} channels dead" if row.dead_channels is not None else ""
+        lines.append(("zeros", f"{row.zero_fraction:.1%} of its outputs on {table.measured_images} images{dead}"))
     return "\n".join(f"{label:<16} {value}" for label, value in lines)
 
 

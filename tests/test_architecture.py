@@ -230,7 +230,8 @@ def test_vgg16_table_shapes_and_parameters(vgg16_table):
     text = str(vgg16_table)
     leaves = vgg16_table.to_text(leaves_only=True)
     assert "features.28 " in leaves and "\nfeatures " not in leaves and "\nclassifier " not in leaves
-    assert re.search(r"features\.28\s+Conv2d\s+1x512x14x14\s+2,359,808\s+196\s+16\s+-90", text)
+    assert re.search(r"features\.28\s+Conv2d\s+1x512x14x14\s+2,359,808\s+462M\s+196\s+16\s+-90", text)
+    assert vgg16_table.row("features.28").macs == 14 * 14 * 512 * 512 * 9
 
 
 def test_hand_checked_network():
@@ -603,3 +604,184 @@ def test_picker_with_map_leaves_no_figure_open(tiny_cnn):
     picker.widget.children[0].value = "features.0"
     assert picker.value == "features.0"
     assert len(plt.get_fignums()) == open_before, "the map drawn inside the widget must be closed"
+
+
+# ---------------------------------------------------------------------------------------------
+# What a network costs: multiply-adds, and the zeros it computes
+# ---------------------------------------------------------------------------------------------
+
+
+class CostNet(nn.Module):
+    """Multiply-adds worked out by hand for a batch of one 8 x 8 image (C_out H W (C_in / groups) k k):
+
+      stem.0  conv 3->4, 3x3 pad 1        4 x 8 x 8 x 3 x 9   = 6912   (+ bias 4 x 64 = 256 in torchinfo)
+      stem.1  BatchNorm2d(4)              0                             (torchinfo: 2 x 4 = 8)
+      depthwise 4->4, 3x3 /2, groups 4    4 x 4 x 4 x 1 x 9   =  576
+      grouped 4->6, 1x1, groups 2         6 x 4 x 4 x 2 x 1   =  192   (+ bias 6 x 16 = 96 in torchinfo)
+      head    Linear 96->10               96 x 10             =  960   (+ bias 10 in torchinfo)
+                                                        total = 8640
+    """
+
+    HAND_MACS = {"stem.0": 6912, "stem.1": 0, "stem.2": 0, "depthwise": 576, "grouped": 192, "head": 960}
+    TORCHINFO_EXTRA = 256 + 8 + 96 + 10  # what torchinfo adds per image: biases and BatchNorm's scale and shift
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True))
+        self.depthwise = nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4, bias=False)
+        self.grouped = nn.Conv2d(4, 6, 1, groups=2)
+        self.head = nn.Linear(96, 10)
+
+    def forward(self, x):
+        return self.head(self.grouped(self.depthwise(self.stem(x))).flatten(1))
+
+
+def test_multiply_adds_by_hand():
+    torch.manual_seed(0)
+    net = CostNet().eval()
+    table = layer_table(net, (1, 3, 8, 8))
+    for name, macs in CostNet.HAND_MACS.items():
+        assert table.row(name).macs == macs, (name, table.row(name).macs, macs)
+    assert table.row("stem").macs == 6912, "a block's row holds the multiply-adds of its layers"
+    assert table.total_macs == sum(CostNet.HAND_MACS.values()) == 8640
+    assert sum(row.macs for row in table.leaves()) == table.total_macs
+    assert re.search(r"\nstem\.0\s+Conv2d\s+1x4x8x8\s+112\s+6\.91k\s", str(table)), str(table)
+    batch = layer_table(net, (3, 3, 8, 8))
+    assert batch.total_macs == 3 * 8640, "multiply-adds are for the whole batch of input_size"
+
+
+def test_multiply_adds_match_torchinfo_up_to_biases_and_batchnorm():
+    from torchinfo import summary
+
+    torch.manual_seed(0)
+    net = CostNet().eval()
+    for batch in (1, 2):
+        stats = summary(net, input_size=(batch, 3, 8, 8), verbose=0)
+        ours = layer_table(net, (batch, 3, 8, 8)).total_macs
+        assert stats.total_mult_adds - ours == batch * CostNet.TORCHINFO_EXTRA
+
+
+def test_multiply_adds_of_functional_products_and_opaque_attention():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(7, 5))
+            self.up = nn.Parameter(torch.ones(2, 3, 2, 2))
+
+        def forward(self, x):
+            up = F.conv_transpose2d(x[:, :2], self.up, stride=2)  # 2 x 4 x 5 inputs, each to 3 x 2 x 2 outputs: 480
+            vector = x[:, 0, 0, :5]  # (1, 5)
+            products = F.linear(vector, self.weight) + (vector @ self.weight.t()) + torch.mm(vector, self.weight.t())
+            return up.sum() + products.sum() + torch.bmm(x[0, :2, :2, :2], x[0, :2, :2, :2]).sum()  # 8 outputs x 2 = 16
+
+    table = layer_table(Functional(), (1, 3, 4, 5))
+    assert table.total_macs == 480 + 3 * 35 + 16
+
+    attention = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = attention
+
+        def forward(self, x):
+            tokens = x.flatten(2).transpose(1, 2)[..., :1].expand(-1, -1, 8)
+            return self.attention(tokens, tokens, tokens)[0]
+
+    with pytest.warns(UserWarning, match="could not count the multiply-adds"):
+        layer_table(Attention(), (1, 3, 4, 4))
+
+
+class _Sparse(nn.Module):
+    """A 1x1 convolution whose outputs are known: red, -(r + g + b) - 1 (never positive), red - 0.5; then ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.relu = nn.ReLU(inplace=True)  # in place: the conv's own output must be measured before it
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[1.0, 0, 0], [-1, -1, -1], [1, 0, 0]]).view(3, 3, 1, 1))
+            self.conv.bias.copy_(torch.tensor([0.0, -1.0, -0.5]))
+
+    def forward(self, x):
+        return self.relu(self.conv(x))
+
+
+def _half_red_images() -> torch.Tensor:
+    """Two 4 x 4 images: the first red only on its right half, the second red everywhere."""
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 4, 4) * 0.9 + 0.05
+    images[0, 0, :, :2], images[0, 0, :, 2:], images[1, 0] = 0.0, 1.0, 1.0
+    return images
+
+
+def test_zero_share_and_dead_channels_by_hand():
+    net = _Sparse().eval()
+    table = layer_table(net, images=_half_red_images())
+    assert table.input_size == (1, 3, 4, 4) and table.measured_images == 2
+    # conv: only channel 0 is exactly zero, where red is 0 (8 of 96 values); no channel zero everywhere
+    assert table.row("conv").zero_fraction == pytest.approx(8 / 96, abs=0) and table.row("conv").dead_channels == 0
+    # after ReLU: channel 0 has 8 zeros, channel 1 all 32 (dead), channel 2 the same 8 as channel 0
+    assert table.row("relu").zero_fraction == pytest.approx(48 / 96, abs=0) and table.row("relu").dead_channels == 1
+    only_first = layer_table(net, images=_half_red_images()[:1])
+    assert only_first.row("relu").dead_channels == 1
+    no_red = _half_red_images()[:1].clone()
+    no_red[:, 0] = 0.0
+    assert layer_table(net, images=no_red).row("relu").dead_channels == 3, "red 0 everywhere: channels 0 and 2 die too"
+    text = str(table)
+    assert re.search(r"relu\s+ReLU\s+1x3x4x4.*50%\s+1/3", text), text
+    assert "zeros" in describe_layer(net, "relu", table=table)
+    assert layer_table(net, (1, 3, 4, 4)).row("relu").zero_fraction is None, "not measured without images"
+    assert "zeros" not in str(layer_table(net, (1, 3, 4, 4)))
+
+
+def test_zero_share_in_batches_equals_one_batch():
+    net = _Sparse().eval()
+    images = torch.rand(19, 3, 4, 4)
+    images[:, 0, :2] = 0.0
+    table = layer_table(net, images=images)  # measured 8 images at a time
+    relu = net.conv(images).clamp(min=0)
+    assert table.row("relu").zero_fraction == int((relu == 0).sum()) / relu.numel()
+    assert table.row("relu").dead_channels == int((relu == 0).all(dim=(0, 2, 3)).sum())
+
+
+def test_layer_table_bad_images(tiny_cnn):
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        layer_table(tiny_cnn, images=[[0.0]])
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        layer_table(tiny_cnn, images=torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="divide by 255"):
+        layer_table(tiny_cnn, images=torch.rand(1, 3, 32, 32) * 255)
+    with pytest.raises(ValueError, match="unsqueeze"):
+        layer_table(tiny_cnn, images=torch.rand(3, 32, 32))
+    with pytest.raises(ValueError, match="input_size"):
+        layer_table(tiny_cnn, (1, 3, 64, 64), images=torch.rand(1, 3, 32, 32))
+
+
+def test_layer_table_with_images_leaves_the_model_untouched():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.Dropout(0.5)).train()
+    before = _model_state(net)
+    images = torch.rand(3, 3, 16, 16, requires_grad=True)
+    first = layer_table(net, images=images)
+    again = layer_table(net, images=images)
+    _assert_same_state(net, before)
+    assert net.training and images.grad is None
+    assert first.row("3").zero_fraction == again.row("3").zero_fraction == first.row("2").zero_fraction, (
+        "measured in eval mode: Dropout is off, the result does not change between calls"
+    )
+    net.append(Exploding())
+    before = _model_state(net)
+    with pytest.raises(RuntimeError, match="boom"):
+        layer_table(net, images=images)
+    _assert_same_state(net, before)
+
+
+def test_offline_model_costs(offline_model, offline_table):
+    from torchinfo import summary
+
+    stats = summary(offline_model, input_size=(1, 3, 224, 224), verbose=0)
+    # torchinfo also counts the classifier's bias additions; timm's BatchNormAct2d is not a leaf for it
+    assert stats.total_mult_adds - offline_table.total_macs == offline_model.classifier.bias.numel()
+    assert offline_table.total_macs == sum(row.macs for row in offline_table.leaves())
+    assert offline_table.row("blocks").macs == sum(offline_table.row(f"blocks.{i}").macs for i in range(7))

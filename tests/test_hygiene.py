@@ -297,7 +297,7 @@ HELPERS = {
     "capture_gradients": Helper(_with_capture_gradients, user_forward=True),
     "preserve_model_state": Helper(_with_preserve_model_state, user_forward=True),
     # 01 architecture
-    "layer_table": Helper(lambda m, x: layer_table(m)),
+    "layer_table": Helper(lambda m, x: layer_table(m, images=x)),
     "receptive_field": Helper(lambda m, x: receptive_field(m, LAYER)),
     "receptive_field_box": Helper(lambda m, x: receptive_field_box(m, LAYER, 2, 3, input_size=(1, 3, SIZE, SIZE))),
     "crop_receptive_field": Helper(lambda m, x: crop_receptive_field(x, m, LAYER, 2, 3)),
