@@ -117,7 +117,9 @@ def _check_steps(steps) -> int:
 
 def _check_alpha(alpha, epsilon: float, steps: int) -> float:
     if alpha is None:
-        return 2.5 * epsilon / steps  # Madry et al.: enough to cross the ball and come back
+        # the rule of thumb of the `robustness` library (Engstrom et al. 2019): the steps add up to 2.5 epsilon,
+        # enough to cross the ball (diameter 2 epsilon) and move along its boundary
+        return 2.5 * epsilon / steps
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or alpha <= 0:
         raise ValueError(f"alpha (the step size) must be a positive number in pixel units, got {alpha!r}.")
     return float(alpha)
