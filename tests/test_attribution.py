@@ -160,6 +160,71 @@ def test_expected_gradients_completes_on_average(tiny_cnn, images):
     assert torch.equal(first, again), "the same seed must give the same draws"
 
 
+def test_expected_gradients_draws_one_reference_and_one_alpha_per_sample(tiny_cnn, images):
+    # What notebook 03 says the helper does: per draw, a reference chosen uniformly and alpha ~ U(0, 1) from one
+    # generator seeded with `seed` (references first), one gradient at x' + alpha (x - x'), the mean of (x - x') * grad.
+    image, references, n_samples = images[:1], noise_baselines(images[:1], n=5, seed=3)[:, 0], 12
+    generator = torch.Generator().manual_seed(7)
+    chosen = torch.randint(len(references), (n_samples,), generator=generator)
+    alphas = torch.rand(n_samples, generator=generator, dtype=torch.float64).float()
+    baselines = references[chosen]
+    points = (baselines + alphas.view(-1, 1, 1, 1) * (image - baselines)).requires_grad_(True)
+    (gradients,) = torch.autograd.grad(tiny_cnn(points)[:, 2].sum(), points)
+    per_draw = (image - baselines) * gradients
+    attributions, delta = expected_gradients(tiny_cnn, image, 2, references, n_samples=n_samples, seed=7,
+                                             return_delta=True, progress=False)
+    torch.testing.assert_close(attributions, per_draw.mean(0, keepdim=True), rtol=1e-5, atol=1e-7)
+    with torch.no_grad():
+        gaps = tiny_cnn(image)[0, 2] - tiny_cnn(baselines)[:, 2]
+    torch.testing.assert_close(delta, (per_draw.flatten(1).sum(1) - gaps).mean().view(1), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method,fall", [("riemann_left", 2), ("riemann_right", 2), ("riemann_middle", 4),
+                                         ("riemann_trapezoid", 2)])
+def test_each_rule_keeps_its_order_on_a_smooth_score(images, method, fall):
+    # S(x) = sum_i sin(x_i): doubling m divides an O(1/m) error by 2, an O(1/m^2) error by 4 (notebook 03, section 2).
+    from nnvis_helpers.exercises.nb03 import smooth_completeness_error
+
+    errors = [smooth_completeness_error(*integration_points(method, m), images[:1]) for m in (8, 16, 32, 64)]
+    assert all(abs(before / after - fall) < 0.1 * fall for before, after in zip(errors, errors[1:])), errors
+    assert smooth_completeness_error(*integration_points("gausslegendre", 8), images[:1]) < 1e-12
+
+
+def test_true_trapezoid_is_second_order_where_captums_is_first(images):
+    from nnvis_helpers.exercises import get_exercise
+    from nnvis_helpers.exercises.nb03 import smooth_completeness_error
+
+    exercise = get_exercise("03.3")
+    steps = (8, 16, 32)
+    # The true rule's slices are h = 1/(m - 1) wide: doubling m divides its error by ((2m - 1)/(m - 1))^2 -> 4.
+    right = [smooth_completeness_error(*exercise.solution(images[:1], steps)[m], images[:1]) for m in steps]
+    falls = [((2 * m - 1) / (m - 1)) ** 2 for m in steps[:-1]]
+    assert all(abs(a / b - fall) < 0.05 * fall for a, b, fall in zip(right, right[1:], falls)), right
+    wrong = [smooth_completeness_error(*exercise.wrong(images[:1], steps)[m], images[:1]) for m in steps]
+    assert all(abs(a / b - 2) < 0.2 for a, b in zip(wrong, wrong[1:])), wrong
+    # On sum_i x_i^2 (the old exercise) the slope is linear in alpha: the true trapezoid is exact at every m.
+    x = images[:1].double().flatten()
+    for m in steps:
+        alphas, weights = exercise.solution(images[:1], (m,))[m]
+        phi = x * (weights[:, None] * 2 * alphas[:, None] * x[None, :]).sum(0)
+        assert abs(float(phi.sum() - (x ** 2).sum())) < 1e-10
+
+
+def test_the_forgotten_factor_passes_every_check_with_a_black_baseline(tiny_cnn, images):
+    # Exercise 03.4: its typical mistake equals the solution when x' = 0, so only a baseline that is not black
+    # (the one its check uses) can catch it.
+    from nnvis_helpers.exercises import get_exercise
+
+    exercise = get_exercise("03.4")
+    image, n_steps = images[:1], 8
+    for baseline, same in ((make_baseline(image, "black"), True), (make_baseline(image, "noise", seed=1), False)):
+        right = exercise.solution(tiny_cnn, image, 3, baseline, n_steps)
+        wrong = exercise.wrong(tiny_cnn, image, 3, baseline, n_steps)
+        assert torch.allclose(right, wrong, rtol=1e-6, atol=1e-8) == same
+        reference = integrated_gradients(tiny_cnn, image, 3, baselines=baseline, n_steps=n_steps, progress=False)
+        torch.testing.assert_close(right, reference, rtol=1e-4, atol=1e-6)
+
+
 def test_path_profile_on_a_linear_model(linear_model, images):
     x = images[:1].double()
     profile = path_profile(linear_model, x, 3, n_points=5, progress=False)
