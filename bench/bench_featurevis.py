@@ -14,11 +14,24 @@ Three things, on EfficientNet-Lite0 (offline weights), image size x size, batch 
    bench/.venv-lucent (lucent needs kornia 0.4.1, which we do not want in the course's env)::
 
        python3 -m venv bench/.venv-lucent
-       bench/.venv-lucent/bin/pip install torch torchvision timm decorator ipython tqdm pillow
-       bench/.venv-lucent/bin/pip install --no-deps torch-lucent kornia==0.4.1
+       bench/.venv-lucent/bin/pip install timm decorator ipython tqdm pillow numpy
+       bench/.venv-lucent/bin/pip install --no-deps torch-lucent==0.1.8 kornia==0.4.1
+       # torch and torchvision: borrow the course's (same versions, no second download) ...
+       echo "$PWD/.venv/lib/python3.11/site-packages" > bench/.venv-lucent/lib/python3.11/site-packages/zz_course_torch.pth
+       # ... or install them: bench/.venv-lucent/bin/pip install torch torchvision
 
-   Without it, lucent is skipped with a message. Both report the objective reached: the
-   channel's mean activation on the final image, untransformed.
+   The ``.pth`` line is read after the environment's own packages, so kornia 0.4.1 wins there
+   while torch comes from the course. Without the environment, lucent is skipped with a
+   message. Both report the objective reached: the channel's mean activation on the final
+   image, untransformed.
+
+``--save bench/results/featurevis_lucent.json`` writes the figures (date, device, versions, ms
+per step, objective reached) and the two pictures next to it (``featurevis_ours.png``,
+``featurevis_lucent.png``): notebook 04 shows them where lucent is not installed. The stored
+figures were made with::
+
+    .venv/bin/python bench/bench_featurevis.py --layer blocks.4 --channel 3 --size 160 --steps 256 \
+        --rounds 2 --threads 1 --save bench/results/featurevis_lucent.json
 
 Rounds are interleaved (raw, ours, lucent, raw, ...) and the median is reported. On a CPU the
 clock is each process's own CPU time (``time.process_time``), which other programs on a busy
@@ -28,7 +41,9 @@ machine disturb much less than wall time; on a GPU it is wall time after synchro
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import platform
 import statistics
 import subprocess
 import sys
@@ -53,7 +68,7 @@ import json, sys, time, warnings
 warnings.filterwarnings("ignore")
 import torch, timm
 from lucent.optvis import render, param, transform
-weights, size, steps, layer, channel_index, device, threads = sys.argv[1:8]
+weights, size, steps, layer, channel_index, device, threads, picture = sys.argv[1:9]
 size, steps, channel_index = int(size), int(steps), int(channel_index)
 if int(threads) > 0:
     torch.set_num_threads(int(threads))
@@ -77,8 +92,13 @@ handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: captur
 with torch.no_grad():
     model(normalize(image))
 handle.remove()
+if picture:
+    from PIL import Image
+    Image.fromarray((images[-1][0] * 255).round().astype("uint8")).save(picture)
+import lucent, kornia
 print(json.dumps({"seconds": seconds, "objective": captured["a"][:, channel_index].mean().item(),
-                  "device": str(device)}))
+                  "device": str(device), "lucent": getattr(lucent, "__version__", "0.1.8"),
+                  "kornia": kornia.__version__}))
 '''
 
 
@@ -101,20 +121,25 @@ def raw_pass(model, size: int, steps: int, device) -> float:
     return now() - start
 
 
-def ours(model, objective, size: int, steps: int, device) -> tuple[float, float]:
+def ours(model, objective, size: int, steps: int, device, picture: str = "") -> tuple[float, float]:
     _sync(device)
     now = clock(device)
     start = now()
     images = render(model, objective, steps=steps, image_size=size, lr=0.05, progress=False)
     _sync(device)
     seconds = now() - start
+    if picture:
+        from PIL import Image
+
+        Image.fromarray((images[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")).save(picture)
     return seconds, float(evaluate(model, images, channel(LAYER, CHANNEL))[0])
 
 
-def lucent(weights: str, size: int, steps: int, device, threads: int) -> dict | None:
+def lucent(weights: str, size: int, steps: int, device, threads: int, picture: str = "") -> dict | None:
     worker = Path(tempfile.gettempdir()) / "nnvis_lucent_worker.py"
     worker.write_text(LUCENT_WORKER)
-    command = [str(LUCENT_PYTHON), str(worker), weights, str(size), str(steps), LAYER, str(CHANNEL), str(device), str(threads)]
+    command = [str(LUCENT_PYTHON), str(worker), weights, str(size), str(steps), LAYER, str(CHANNEL), str(device),
+               str(threads), picture]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         print("lucent failed:\n" + result.stderr[-2000:])
@@ -128,14 +153,24 @@ def _sync(device) -> None:
 
 
 def main() -> int:
+    global LAYER, CHANNEL
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default=None, help="default: the best device here")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--layer", default=LAYER)
+    parser.add_argument("--channel", type=int, default=CHANNEL)
     parser.add_argument("--no-lucent", action="store_true")
+    parser.add_argument("--save", default="", help="write the figures to this JSON file (and the pictures beside it)")
     args = parser.parse_args()
+    LAYER, CHANNEL = args.layer, args.channel
+    pictures = {}
+    if args.save:
+        folder = Path(args.save).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        pictures = {"ours": str(folder / "featurevis_ours.png"), "lucent": str(folder / "featurevis_lucent.png")}
     if args.threads:
         torch.set_num_threads(args.threads)
     from nnvis_helpers import describe_device, get_device
@@ -156,17 +191,21 @@ def main() -> int:
 
     times: dict[str, list[float]] = {"raw": [], "channel": [], "class": [], "lucent": []}
     reached: dict[str, list[float]] = {"channel": [], "lucent": []}
+    versions = {"torch": torch.__version__, "python": platform.python_version()}
     for round_index in range(args.rounds):
+        last = round_index == args.rounds - 1
         times["raw"].append(raw_pass(model, args.size, args.steps, device))
-        seconds, value = ours(model, channel(LAYER, CHANNEL), args.size, args.steps, device)
+        seconds, value = ours(model, channel(LAYER, CHANNEL), args.size, args.steps, device,
+                              pictures.get("ours", "") if last else "")
         times["channel"].append(seconds)
         reached["channel"].append(value)
         times["class"].append(ours(model, class_logit(CLASS), args.size, args.steps, device)[0])
         if use_lucent:
-            result = lucent(weights, args.size, args.steps, device, args.threads)
+            result = lucent(weights, args.size, args.steps, device, args.threads, pictures.get("lucent", "") if last else "")
             if result is not None:
                 times["lucent"].append(result["seconds"])
                 reached["lucent"].append(result["objective"])
+                versions.update(lucent=result["lucent"], kornia=result["kornia"])
         print(f"  round {round_index + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items() if v))
 
     raw = statistics.median(times["raw"]) / args.steps
@@ -189,6 +228,25 @@ def main() -> int:
         better = statistics.median(reached["channel"]) >= statistics.median(reached["lucent"])
         print(f"target: faster than lucent with at least its objective: {speedup:.2f}x faster, objective "
               f"{'>=' if better else '<'} lucent's -> {'OK' if speedup > 1 and better else 'MISSED'}")
+    if args.save:
+        from nnvis_helpers import describe_device
+
+        figures = {
+            "what": "bench/bench_featurevis.py: render vs lucent render_vis, same channel, Fourier + decorrelated "
+                    "colours, Lucid's standard transforms, Adam lr 0.05; objective = the channel's mean activation "
+                    "on the final image; ms per step from the median over rounds",
+            "date": datetime.date.today().isoformat(),
+            "device": describe_device(device),
+            "clock": "CPU time of each process" if device.type == "cpu" else "wall time",
+            "threads": args.threads or torch.get_num_threads(),
+            "versions": versions,
+            "layer": LAYER, "channel": CHANNEL, "size": args.size, "steps": args.steps, "rounds": args.rounds,
+            "ms_per_step": {key: 1e3 * statistics.median(value) / args.steps for key, value in times.items() if value},
+            "objective": {key: statistics.median(value) for key, value in reached.items() if value},
+            "pictures": {key: Path(value).name for key, value in pictures.items()},
+        }
+        Path(args.save).write_text(json.dumps(figures, indent=1) + "\n")
+        print(f"figures written to {args.save}")
     return 0
 
 

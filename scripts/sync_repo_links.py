@@ -75,7 +75,7 @@ def setup_cell_source(notebook: str) -> str:
     ]
     if peers:
         lines += [
-            "    # The peer library this notebook checks against. --no-deps: it pins old versions of packages Colab has.",
+            "    # The peer libraries this notebook compares with. --no-deps: they pin old versions of packages Colab has.",
             '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", '
             + ", ".join(json.dumps(p) for p in peers) + "], check=True)",
         ]

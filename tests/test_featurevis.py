@@ -304,6 +304,58 @@ def test_deepdream_and_evaluate_leave_the_model_untouched(tiny_cnn):
     assert_untouched(tiny_cnn, before)
 
 
+def _high_frequency_share(images: torch.Tensor) -> float:
+    power = torch.fft.fft2(images - images.mean((2, 3), keepdim=True)).abs().pow(2).mean((0, 1))
+    fy, fx = torch.fft.fftfreq(power.shape[0])[:, None], torch.fft.fftfreq(power.shape[1])[None, :]
+    return (power[(fx**2 + fy**2).sqrt() > 0.25].sum() / power.sum()).item()
+
+
+def test_deepdream_objective_rises_with_every_option(tiny_cnn):
+    photo = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(1))
+    start = evaluate(tiny_cnn, photo, layer("features.3"))
+    for options in (dict(octaves=1), dict(octaves=3, smooth=0.0), dict(octaves=3, smooth=1.5, jitter=0)):
+        dream = deepdream(tiny_cnn, photo, layer("features.3"), steps=4, progress=False, **options)
+        assert evaluate(tiny_cnn, dream, layer("features.3")) > start, options
+
+
+def test_deepdream_smoothing_removes_fine_detail_from_the_change(tiny_cnn):
+    photo = torch.full((1, 3, 48, 48), 0.5)
+    changes = {sigma: deepdream(tiny_cnn, photo, "features.3", octaves=1, steps=6, smooth=sigma, jitter=0,
+                                progress=False) - photo for sigma in (0.0, 2.0)}
+    assert _high_frequency_share(changes[2.0]) < 0.5 * _high_frequency_share(changes[0.0])
+
+
+def test_deepdream_output_follows_the_model_not_the_photo(tiny_cnn):
+    model_device = next(tiny_cnn.parameters()).device
+    dream = deepdream(tiny_cnn, torch.rand(1, 3, 32, 32), "features.3", octaves=2, steps=1, progress=False)
+    assert dream.device == model_device
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_deepdream_follows_the_model_to_the_gpu(tiny_cnn):
+    model = tiny_cnn.cuda()
+    dream = deepdream(model, torch.rand(1, 3, 32, 32), "features.3", octaves=2, steps=2, progress=False)  # photo on the CPU
+    assert dream.device.type == "cuda" and count_hooks(model) == 0
+
+
+@pytest.mark.parametrize("options", [dict(steps=0), dict(smooth=-1.0), dict(jitter=-2), dict(octaves=0), dict(octave_scale=1.0)])
+def test_deepdream_refuses_bad_settings(tiny_cnn, options):
+    with pytest.raises(ValueError):
+        deepdream(tiny_cnn, torch.rand(1, 3, 32, 32), "features.3", progress=False, **options)
+
+
+def test_deepdream_recipe_beats_the_old_settings_on_a_late_layer(offline_model):
+    """Notebook 04's claim, small: on blocks.5 the new defaults reach a much higher objective than the first version's settings."""
+    from nnvis_helpers import load_image
+
+    photo = load_image("china", size=64)
+    objective = layer("blocks.5")
+    old = deepdream(offline_model, photo, objective, octaves=4, steps=3, step_size=0.01, jitter=16, smooth=0, progress=False)
+    new = deepdream(offline_model, photo, objective, steps=3, progress=False)
+    assert evaluate(offline_model, new, objective) > evaluate(offline_model, old, objective)
+    assert (new - photo).abs().mean() > 1.5 * (old - photo).abs().mean()
+
+
 # ------------------------------------------------------------------------------ early stop
 
 class Recorder(nn.Module):

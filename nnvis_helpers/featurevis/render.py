@@ -258,27 +258,45 @@ def evaluate(model: nn.Module, images: torch.Tensor, objective: Objective | str)
         return objective(runner(images)).detach().cpu()
 
 
+def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur each channel with a Gaussian of ``sigma`` pixels (separable, borders repeated outwards)."""
+    radius = max(1, int(2 * sigma + 0.5))
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = images.shape[1]
+    padded = F.pad(images, (radius, radius, radius, radius), mode="replicate")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
 def deepdream(
     model: nn.Module,
     images: torch.Tensor,
     objective: Objective | str,
-    octaves: int = 4,
+    octaves: int = 5,
     octave_scale: float = 1.4,
     steps: int | None = None,
-    step_size: float = 0.01,
-    jitter: int = 16,
+    step_size: float = 0.02,
+    jitter: int = 32,
+    smooth: float = 1.0,
     seed: int = 0,
     progress: bool = True,
 ) -> torch.Tensor:
     """DeepDream (Mordvintsev et al. 2015): amplify what ``objective`` sees in a photo, at several scales.
 
-    ``objective`` is usually ``layer("blocks.3")`` (mean of squared activations; a layer name
+    ``objective`` is usually ``layer("blocks.5")`` (mean of squared activations; a layer name
     alone means that). The photo is shrunk ``octaves - 1`` times by ``octave_scale``; starting
-    from the smallest, each octave does ``steps`` normalized gradient-ascent steps with a random
-    shift of up to ``jitter`` pixels, then the details found are enlarged onto the next size.
-    Returns images like ``images`` (N, 3, H, W) in [0, 1].
+    from the smallest, each octave does ``steps`` gradient-ascent steps, then the details found
+    are enlarged onto the next size. One step: roll the image by a random shift of up to
+    ``jitter`` pixels (so no pattern can rely on one pixel grid), take the gradient, blur it with
+    a Gaussian of ``smooth`` pixels (0: no blur; it removes the colour static a pixel gradient
+    carries), divide it by its mean absolute value (the same step whatever the layer's scale)
+    and add ``step_size`` times it. ``steps`` defaults to the preset (fast 4, cpu 30, full 50).
+    The image stays in [0, 1]; the model runs on its own device and is given back unchanged.
+    Returns images like ``images`` (N, 3, H, W) in [0, 1], on the model's device.
 
-    >>> dream = deepdream(model, load_image("chelsea", size=320), layer("blocks.3"))
+    >>> dream = deepdream(model, load_image("china", size=256), layer("blocks.5"))
     """
     if isinstance(objective, str) and ":" not in objective:
         objective = layer_objective(objective)
@@ -286,7 +304,11 @@ def deepdream(
     check_images(images)
     if octaves < 1 or octave_scale <= 1:
         raise ValueError(f"need octaves >= 1 and octave_scale > 1, got {octaves} and {octave_scale}")
-    steps = pick(fast=4, cpu=10, full=20) if steps is None else steps
+    steps = pick(fast=4, cpu=30, full=50) if steps is None else steps
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if smooth < 0 or jitter < 0:
+        raise ValueError(f"smooth and jitter must be >= 0, got {smooth} and {jitter}")
     rng = random.Random(seed)
     height, width = images.shape[-2:]
     sizes = [(max(8, round(height / octave_scale**k)), max(8, round(width / octave_scale**k)))
@@ -309,6 +331,8 @@ def deepdream(
                     activations[INPUT] = dream
                     (gradient,) = torch.autograd.grad(objective(activations).sum(), dream)
                     with torch.no_grad():
+                        if smooth > 0:
+                            gradient = _gaussian_blur(gradient, smooth)
                         # Normalized step: the same step size whatever the layer's scale.
                         scale = gradient.abs().flatten(1).mean(1).clamp(min=1e-8).view(-1, 1, 1, 1)
                         dream = (dream + step_size * gradient / scale).clamp(0, 1)
