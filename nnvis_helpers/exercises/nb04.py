@@ -65,11 +65,9 @@ def wrong_1_naive(model, layer_name, channel_index, size, steps):
 def check_1(answer, model, layer_name, channel_index, size, steps):
     answer = _image(answer, "the naive render with lr=0.01")
     objective = channel(layer_name, channel_index)
-    slow = render(model, objective, param=pixels(), transforms=None, lr=0.01, steps=2 * steps, image_size=size, progress=False)
+    slow = solution_1(model, layer_name, channel_index, size, steps)
     fast = render(model, objective, param=pixels(), transforms=None, lr=0.05, steps=steps, image_size=size, progress=False)
-    assert (answer.to(slow.device) - slow).abs().max() < 1e-3, (
-        "your picture is not the naive render with lr=0.01 and 2 x steps: use param=pixels(), transforms=None, lr=0.01, steps=2 * steps"
-    )
+    _same_picture(answer, slow, "the naive render with lr=0.01 and 2 x steps (param=pixels(), transforms=None, lr=0.01, steps=2 * steps)")
     share_slow, share_fast = high_frequency_share(slow), high_frequency_share(fast)
     photo_like = 0.05  # a photo keeps only a few per cent of its power above 1/4 cycle per pixel
     assert share_slow > photo_like, "unexpected: the lower learning rate gave a smooth picture"
@@ -104,7 +102,7 @@ def wrong_2_transforms_only(model, layer_name, channel_index, size, steps):
 def check_2(answer, model, layer_name, channel_index, size, steps):
     answer = _image(answer, "the Fourier render without transforms")
     objective = channel(layer_name, channel_index)
-    reference = render(model, objective, param=fourier(), transforms=None, steps=steps, image_size=size, progress=False)
+    reference = solution_2(model, layer_name, channel_index, size, steps)
     _same_picture(answer, reference, "render(..., param=fourier(), transforms=None)")
     naive = render(model, objective, param=pixels(), transforms=None, steps=steps, image_size=size, progress=False)
     share, share_naive = high_frequency_share(reference), high_frequency_share(naive)
