@@ -18,7 +18,7 @@ from ..checks import check_images
 from ..layers import _first_tensor, _model_device, _StopForward, get_layer, preserve_model_state
 from .photos import _check_int
 
-__all__ = ["ActivationSet", "collect_activations"]
+__all__ = ["ActivationSet", "collect_activations", "stream_layer"]
 
 
 @dataclass
@@ -233,6 +233,54 @@ class _VectorKeeper:
         self.image_index.append(torch.arange(self.images_done, self.images_done + batch).repeat_interleave(per_image))
 
 
+def stream_layer(model: nn.Module, module: nn.Module, keeper, data, batch_size: int, num_workers: int,
+                 max_images: int | None, progress: bool, description: str):
+    """Run ``data`` through ``model`` without gradients with ``keeper`` hooked on ``module``; yield (output, labels) per batch.
+
+    The loop that :func:`collect_activations` and the dataset examples of notebook 07 share: it
+    checks every batch (values in [0, 1], one image size, kept in ``keeper.image_size``), moves
+    it to the model's device and dtype, and stops after ``max_images``. ``keeper.run(model,
+    images)`` does the forward pass; the hook is removed however the loop ends. The caller holds
+    :func:`preserve_model_state`.
+    """
+    from tqdm.auto import tqdm
+
+    device = _model_device(model)
+    if max_images is not None:
+        max_images = _check_int(max_images, "max_images", 1)
+        if isinstance(data, Dataset) and _stream_length(data) is not None:
+            data = Subset(data, range(min(max_images, len(data))))  # the rest is never loaded
+    total = _stream_length(data)
+    total = max_images if total is None else total if max_images is None else min(total, max_images)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    keeper.image_size = None
+    bar = tqdm(total=total, desc=description, unit="image", disable=not progress)
+    handle = module.register_forward_hook(keeper)
+    try:
+        with torch.no_grad():
+            for images, labels in _batches(data, batch_size, num_workers, pin_memory=device.type == "cuda"):
+                if max_images is not None:
+                    images = images[: max_images - keeper.images_done]
+                    labels = None if labels is None else labels[: len(images)]
+                check_images(images, "a batch of the data")
+                if keeper.image_size is not None and tuple(images.shape[2:]) != keeper.image_size:
+                    raise ValueError(
+                        f"the data has images of {tuple(images.shape[2:])} pixels after {keeper.image_size}: give images of "
+                        "one size (dataset(..., size=224) or load_image(..., size=224) make them)."
+                    )
+                keeper.image_size = tuple(images.shape[2:])
+                output = keeper.run(model, images.to(device=device, dtype=dtype, non_blocking=True))
+                yield output, labels
+                bar.update(images.shape[0])
+                if max_images is not None and keeper.images_done >= max_images:
+                    break
+    finally:
+        handle.remove()
+        bar.close()
+    if keeper.images_done == 0:
+        raise ValueError("the data gave no images; check that the dataset or generator is not empty.")
+
+
 def collect_activations(
     model: nn.Module,
     layer: str,
@@ -261,9 +309,6 @@ def collect_activations(
     >>> acts.vectors.shape  # 512 images x 4 positions, 192 channels
     torch.Size([2048, 192])
     """
-    from tqdm.auto import tqdm
-
-    device = _model_device(model)
     module = get_layer(model, layer)  # an unknown name lists the closest ones
     layer_name = layer if isinstance(layer, str) else next(name for name, m in model.named_modules() if m is module)
     mean = isinstance(positions_per_image, str) and positions_per_image.strip().lower() == "mean"
@@ -278,48 +323,19 @@ def collect_activations(
     num_workers = _check_int(num_workers, "num_workers", 0)
     keeper = _VectorKeeper(layer_name, 1 if mean else int(positions_per_image), mean, not predictions, _check_int(seed, "seed", 0))
     if max_images is not None:
-        max_images = _check_int(max_images, "max_images", 1)
-        if isinstance(data, Dataset) and _stream_length(data) is not None:
-            data = Subset(data, range(min(max_images, len(data))))  # the rest is never loaded
-    total = _stream_length(data)
-    total = max_images if total is None else total if max_images is None else min(total, max_images)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        _check_int(max_images, "max_images", 1)  # before any work
     predicted: list[torch.Tensor] = []
     labels_kept: list[torch.Tensor | None] = []
-    image_size = None
-
-    bar = tqdm(total=total, desc=f"collect {layer_name}", unit="image", disable=not progress)
     with preserve_model_state(model):
-        handle = module.register_forward_hook(keeper)
-        try:
-            with torch.no_grad():
-                for images, labels in _batches(data, batch_size, num_workers, pin_memory=device.type == "cuda"):
-                    if max_images is not None:
-                        images = images[: max_images - keeper.images_done]
-                        labels = None if labels is None else labels[: len(images)]
-                    check_images(images, "a batch of the data")
-                    if image_size is not None and tuple(images.shape[2:]) != image_size:
-                        raise ValueError(
-                            f"the data has images of {tuple(images.shape[2:])} pixels after {image_size}: give images of "
-                            "one size (dataset(..., size=224) or load_image(..., size=224) make them)."
-                        )
-                    image_size = tuple(images.shape[2:])
-                    output = keeper.run(model, images.to(device=device, dtype=dtype, non_blocking=True))
-                    if predictions:
-                        logits = _first_tensor(output)
-                        if logits is None or logits.dim() != 2:
-                            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(output).__name__
-                            raise ValueError(f"the model's output is {got}, not class scores (N, classes): pass predictions=False.")
-                        predicted.append(logits.argmax(dim=1).cpu())
-                    labels_kept.append(labels)
-                    bar.update(images.shape[0])
-                    if max_images is not None and keeper.images_done >= max_images:
-                        break
-        finally:
-            handle.remove()
-            bar.close()
-    if keeper.images_done == 0:
-        raise ValueError("the data gave no images; check that the dataset or generator is not empty.")
+        for output, labels in stream_layer(model, module, keeper, data, batch_size, num_workers, max_images, progress,
+                                           f"collect {layer_name}"):
+            if predictions:
+                logits = _first_tensor(output)
+                if logits is None or logits.dim() != 2:
+                    got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(output).__name__
+                    raise ValueError(f"the model's output is {got}, not class scores (N, classes): pass predictions=False.")
+                predicted.append(logits.argmax(dim=1).cpu())
+            labels_kept.append(labels)
     return ActivationSet(
         layer=layer_name,
         vectors=torch.cat(keeper.vectors),
@@ -327,7 +343,7 @@ def collect_activations(
         positions=torch.cat(keeper.positions),
         predictions=torch.cat(predicted) if predictions else None,
         map_size=keeper.map_size,
-        image_size=image_size,
+        image_size=keeper.image_size,
         num_images=keeper.images_done,
         labels=None if any(labels is None for labels in labels_kept) else torch.cat(labels_kept),
     )
