@@ -10,13 +10,14 @@ The modules read like the course's table of contents:
 * 04 ``featurevis``: objectives, parameterizations, transforms, ``render``, ``deepdream``
 * 05 ``adversarial``: FGSM, BIM, PGD, DeepFool, Carlini–Wagner, evaluation helpers
 * 06 ``atlas``: activation atlas — layout, grid, batched icons, class view, paths across it
+* 07 ``channels``: what a filter responds to — dataset examples, receptive-field crops, cards, dissection, a browser
 
 Everything below is re-exported here, so ``from nnvis_helpers import grad_cam`` works; the
 feature-visualization building blocks (``channel``, ``fourier``, ``jitter``, ...) are used as
 ``featurevis.channel(...)`` because their short names would be ambiguous at the top level. The
 atlas's steps likewise: ``atlas.layout``, ``atlas.grid_cells``, ``atlas.render_icons``, ...
 """
-from . import atlas, featurevis
+from . import atlas, channels, featurevis
 from .adversarial import (
     AttackInfo,
     JPEGCompression,
@@ -46,6 +47,7 @@ from .architecture import (
     write_tensorboard_graph,
 )
 from .atlas import activation_atlas, draw_atlas
+from .channels import channel_cards, export_browser, top_examples
 from .attribution import (
     BASELINES,
     METHODS,
@@ -142,4 +144,6 @@ __all__ = [
     "deepfool", "evaluation_set", "fgsm", "pgd",
     # 06 activation atlas
     "atlas", "activation_atlas", "draw_atlas",
+    # 07 what a filter responds to
+    "channels", "channel_cards", "export_browser", "top_examples",
 ]

@@ -1,0 +1,59 @@
+"""What a filter responds to (notebook 07): dataset examples, receptive-field crops, cards, a browser.
+
+* :mod:`.topk` — :func:`top_examples`, the top-k dataset images of many channels in one pass.
+* :mod:`.crops` — :func:`field_crops` and :func:`unit_deconvolution`: what one unit sees, and what in it made it fire.
+* :mod:`.cards` — :class:`ChannelCard` and :func:`channel_cards`, :func:`draw_card`, :func:`draw_cards`.
+* :mod:`.explorer` — :func:`card_explorer`, a layer and channel picker in Jupyter/Colab.
+* :mod:`.facets` — :func:`example_groups`: does a channel fire for one kind of input or for two?
+* :mod:`.concepts` — :func:`concept_images` and :func:`dissect`: a small Network Dissection with concepts we make.
+* :mod:`.browser` — :func:`export_browser`: a static web site of every channel's card, no server needed.
+"""
+from .cards import ChannelCard, card_settings, channel_cards, channel_icons, draw_card, draw_cards, read_images
+from .browser import export_browser, write_browser
+from .concepts import (
+    CONCEPT_GROUPS,
+    ConceptSet,
+    Dissection,
+    available_textures,
+    concept_images,
+    dissect,
+    draw_dissection,
+    grating_name,
+    show_concepts,
+)
+from .explorer import CardExplorer, card_explorer
+from .facets import ExampleGroups, example_groups, unit_vectors
+from .crops import checkerboard, display_signed, field_crops, unit_deconvolution
+from .topk import TopExamples, top_examples
+
+__all__ = [
+    "TopExamples",
+    "top_examples",
+    "field_crops",
+    "unit_deconvolution",
+    "display_signed",
+    "checkerboard",
+    "ChannelCard",
+    "channel_cards",
+    "channel_icons",
+    "card_settings",
+    "read_images",
+    "draw_card",
+    "draw_cards",
+    "CardExplorer",
+    "card_explorer",
+    "ExampleGroups",
+    "example_groups",
+    "unit_vectors",
+    "ConceptSet",
+    "concept_images",
+    "grating_name",
+    "available_textures",
+    "CONCEPT_GROUPS",
+    "Dissection",
+    "dissect",
+    "draw_dissection",
+    "show_concepts",
+    "write_browser",
+    "export_browser",
+]
