@@ -13,7 +13,8 @@ no external fonts, relative links only.
 The site::
 
     index.html                  the layers, a few pictures and the channel count of each; a filter box
-    assets/browser.css, .js     the look and the filter box (shared by every page)
+    assets/browser.css, .js     the look and the filter box (shared by every page), copied from
+                                this package's browser_assets/ folder (edit them there)
     <layer>/index.html          every channel's card as a thumbnail strip (icon + top crops); a filter box
     <layer>/channel-0017.html   one channel: icon, every crop with its deconvolution, scores, the histogram
     <layer>/img/*.png           the pictures
@@ -32,6 +33,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -278,128 +280,10 @@ def _histogram_svg(card: ChannelCard, width: int = 560, height: int = 170, bins:
 
 # ----------------------------------------------------------------------------- pages
 
-CSS = """\
-:root { --ink: #1d232a; --muted: #5f6b76; --line: #d9dee3; --paper: #ffffff; --back: #f4f6f8;
-        --accent: #0b62c4; --mark: #d1242f; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
-       color: var(--ink); background: var(--back); }
-header, main, footer { max-width: 1240px; margin: 0 auto; padding: 0 16px; }
-header { padding-top: 14px; }
-h1 { font-size: 1.5em; margin: 0.2em 0 0.1em; }
-h2 { font-size: 1.15em; margin: 1.2em 0 0.4em; }
-a { color: var(--accent); text-decoration: none; }
-a:hover, a:focus { text-decoration: underline; }
-.crumbs, .note, footer, .count { color: var(--muted); }
-.crumbs a { margin-right: 0.2em; }
-[hidden] { display: none !important; }
-.filter { display: flex; gap: 12px; align-items: center; margin: 12px 0; flex-wrap: wrap; }
-.filter input { font: inherit; padding: 6px 10px; width: min(420px, 100%); border: 1px solid var(--line); border-radius: 6px; }
-.layers { list-style: none; padding: 0; margin: 0; display: grid; gap: 12px; }
-.layer { background: var(--paper); border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; }
-.layer h2 { margin: 0 0 6px; }
-.previews { display: flex; gap: 6px; flex-wrap: wrap; }
-.previews img { width: 64px; height: 64px; image-rendering: pixelated; border: 1px solid var(--line); }
-.cards { list-style: none; padding: 0; margin: 0; display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 10px; }
-.card { background: var(--paper); border: 1px solid var(--line); border-radius: 8px; }
-.card a { display: block; padding: 8px; color: inherit; }
-.card a:hover, .card a:focus { background: #eef4fb; text-decoration: none; }
-.card img { display: block; max-width: 100%; height: auto; image-rendering: pixelated; }
-.card .title { font-weight: 600; }
-.card .score { color: var(--muted); margin-left: 0.5em; }
-.pager { display: flex; justify-content: space-between; margin: 8px 0; }
-.pager .off { color: var(--muted); }
-.icon img { width: 224px; height: 224px; image-rendering: pixelated; border: 1px solid var(--line); }
-.examples { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 12px; list-style: none; padding: 0; }
-.example { background: var(--paper); border: 1px solid var(--line); border-radius: 8px; padding: 8px; }
-.example .pair { display: flex; gap: 8px; }
-.example figure { margin: 0; }
-.example img { width: 160px; height: 160px; image-rendering: pixelated; border: 1px solid var(--line); }
-.example figcaption { font-size: 0.85em; color: var(--muted); }
-.histogram { background: var(--paper); border: 1px solid var(--line); border-radius: 8px; max-width: 100%; height: auto; }
-.histogram .bar { fill: #8a99a8; }
-.histogram .axis { stroke: var(--ink); }
-.histogram .mark { stroke: var(--mark); stroke-width: 2; }
-.histogram text { font-size: 11px; fill: var(--muted); }
-footer { margin: 30px auto 20px; font-size: 0.85em; }
-"""
 
-JS = """\
-// The filter box and the keys of the network browser (no library; works from file:// and GitHub Pages).
-(function () {
-  "use strict";
-
-  // "17", "3 7 12" or "10-20" pick channels by number; any other word must appear in the item's text.
-  function matcher(query) {
-    var numbers = [], words = [];
-    query.toLowerCase().split(/[\\s,;]+/).forEach(function (term) {
-      if (!term) { return; }
-      var range = /^(\\d+)(?:-(\\d+))?$/.exec(term);
-      if (range) {
-        numbers.push([Number(range[1]), Number(range[2] === undefined ? range[1] : range[2])]);
-      } else {
-        words.push(term);
-      }
-    });
-    return function (item) {
-      var text = (item.getAttribute("data-search") || "").toLowerCase();
-      var channel = item.getAttribute("data-channel");
-      var numbersOk = numbers.length === 0 || numbers.some(function (range) {
-        if (channel === null) { return text.indexOf(String(range[0])) >= 0; }
-        var value = Number(channel);
-        return value >= Math.min(range[0], range[1]) && value <= Math.max(range[0], range[1]);
-      });
-      return numbersOk && words.every(function (word) { return text.indexOf(word) >= 0; });
-    };
-  }
-
-  function setUpFilter() {
-    var box = document.querySelector("[data-filter-box]");
-    if (!box) { return; }
-    var items = Array.prototype.slice.call(document.querySelectorAll("[data-filter-item]"));
-    var count = document.querySelector("[data-filter-count]");
-    var noun = box.getAttribute("data-noun") || "items";
-    function apply(remember) {
-      var test = matcher(box.value), shown = 0;
-      items.forEach(function (item) {
-        var keep = test(item);
-        item.hidden = !keep;
-        if (keep) { shown += 1; }
-      });
-      if (count) { count.textContent = shown + " of " + items.length + " " + noun + " shown"; }
-      if (remember) {
-        // Keep the filter in the address, so that Back from a channel page shows the same cards.
-        try { history.replaceState(null, "", "#q=" + encodeURIComponent(box.value)); } catch (error) { /* file:// in some browsers */ }
-      }
-    }
-    var hash = /^#q=(.*)$/.exec(window.location.hash);
-    if (hash) {
-      try { box.value = decodeURIComponent(hash[1]); } catch (error) { box.value = ""; }
-    }
-    box.addEventListener("input", function () { apply(true); });
-    apply(false);
-  }
-
-  function setUpKeys() {
-    document.addEventListener("keydown", function (event) {
-      var target = event.target;
-      var typing = target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA");
-      if (event.key === "/" && !typing) {
-        var box = document.querySelector("[data-filter-box]");
-        if (box) { event.preventDefault(); box.focus(); }
-        return;
-      }
-      if (typing || event.altKey || event.ctrlKey || event.metaKey) { return; }
-      var rel = event.key === "ArrowLeft" ? "prev" : event.key === "ArrowRight" ? "next" : null;
-      var link = rel && document.querySelector("a[rel='" + rel + "']");
-      if (link) { window.location.href = link.getAttribute("href"); }
-    });
-  }
-
-  setUpFilter();
-  setUpKeys();
-}());
-"""
+def _asset(name: str) -> str:
+    """The text of a file in ``browser_assets/`` (shipped as package data), as written into the site."""
+    return resources.files(__package__).joinpath("browser_assets").joinpath(name).read_text(encoding="utf-8")
 
 
 def _page(title: str, body: str, depth: int) -> str:
@@ -618,8 +502,8 @@ def write_browser(
         path.write_text(text, encoding="utf-8", newline="\n")
         written.append(relative)
 
-    write_text("assets/browser.css", CSS)
-    write_text("assets/browser.js", JS)
+    write_text("assets/browser.css", _asset("browser.css"))
+    write_text("assets/browser.js", _asset("browser.js"))
     for layer in layers:
         sizes: dict[str, tuple[int, int]] = {}
         for card in layer.cards:
