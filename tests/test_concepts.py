@@ -1,4 +1,4 @@
-"""Network dissection on self-made concepts (nnvis_helpers.channels.concepts)."""
+"""Network dissection on self-made concepts (nnvis_helpers.channels.concepts and .dissection)."""
 from __future__ import annotations
 
 import matplotlib
@@ -12,16 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnvis_helpers import LayerNotFoundError, count_hooks
-from nnvis_helpers.channels.concepts import (
-    CONCEPT_GROUPS,
-    ConceptSet,
-    Dissection,
-    concept_images,
-    dissect,
-    draw_dissection,
-    grating_name,
-    show_concepts,
-)
+from nnvis_helpers.channels.concepts import CONCEPT_GROUPS, ConceptSet, concept_images, grating_name, show_concepts
+from nnvis_helpers.channels.dissection import Dissection, dissect, draw_dissection
 from nnvis_helpers.layers import capture_activations
 
 from conftest import TinyCNN
