@@ -5,31 +5,24 @@
 * :mod:`.cards` — :class:`ChannelCard` and :func:`channel_cards`, :func:`draw_card`, :func:`draw_cards`.
 * :mod:`.explorer` — :func:`card_explorer`, a layer and channel picker in Jupyter/Colab.
 * :mod:`.facets` — :func:`example_groups`: does a channel fire for one kind of input or for two?
-* :mod:`.concepts` — :func:`concept_images` and :func:`dissect`: a small Network Dissection with concepts we make.
+* :mod:`.concepts` — :func:`concept_images`: colour, grating and texture images with exact masks.
+* :mod:`.dissection` — :func:`dissect`: a small Network Dissection on those concepts.
 * :mod:`.browser` — :func:`export_browser`: a static web site of every channel's card, no server needed.
 """
 from .cards import ChannelCard, card_settings, channel_cards, channel_icons, draw_card, draw_cards, read_images
 from .browser import export_browser, write_browser
-from .concepts import (
-    CONCEPT_GROUPS,
-    ConceptSet,
-    Dissection,
-    available_textures,
-    concept_images,
-    dissect,
-    draw_dissection,
-    grating_name,
-    show_concepts,
-)
+from .concepts import CONCEPT_GROUPS, ConceptSet, available_textures, concept_images, grating_name, show_concepts
+from .dissection import Dissection, dissect, draw_dissection
 from .explorer import CardExplorer, card_explorer
 from .facets import ExampleGroups, example_groups, unit_vectors
-from .crops import checkerboard, display_signed, field_crops, unit_deconvolution
+from .crops import checkerboard, crop_fields, display_signed, field_crops, unit_deconvolution
 from .topk import TopExamples, top_examples
 
 __all__ = [
     "TopExamples",
     "top_examples",
     "field_crops",
+    "crop_fields",
     "unit_deconvolution",
     "display_signed",
     "checkerboard",

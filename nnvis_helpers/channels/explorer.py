@@ -90,8 +90,11 @@ class CardExplorer:
 
 
 def card_explorer(model: nn.Module, data, layers, k: int = 6, icons: bool = True, ignore_border: int = 0,
-                  progress: bool = True) -> CardExplorer:
+                  tops: dict[str, TopExamples] | None = None, progress: bool = True) -> CardExplorer:
     """Browse the channel cards of ``layers`` (a name or a list, e.g. from notebook 01's layer map) over ``data``.
+
+    ``tops``: the :func:`top_examples` already collected for some layers (all their channels), reused
+    instead of a new pass.
 
     >>> card_explorer(model, data, ["blocks.1", "blocks.3", "blocks.5"])
     """
@@ -100,4 +103,9 @@ def card_explorer(model: nn.Module, data, layers, k: int = 6, icons: bool = True
         raise ValueError("give at least one layer name, e.g. card_explorer(model, data, ['blocks.2']).")
     for name in layers:
         get_layer(model, name)  # an unknown name lists the closest ones
-    return CardExplorer(model, data, layers, k, icons, ignore_border, progress)
+    explorer = CardExplorer(model, data, layers, k, icons, ignore_border, progress)
+    for name, top in (tops or {}).items():
+        if name not in layers or top.layer != name:
+            raise ValueError(f"tops[{name!r}] must be the top_examples of layer {name!r}, one of {layers}.")
+        explorer._tops[name] = top
+    return explorer

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..checks import check_images
 from ..layers import capture_activations, get_layer, preserve_model_state
 from .cards import read_images
 from .crops import _forward, _positions, _stop_after
@@ -31,6 +32,12 @@ def unit_vectors(model: nn.Module, layer: str, images: torch.Tensor, positions, 
     >>> vectors = unit_vectors(model, "blocks.4", images, [(3, 4)] * len(images))
     """
     module = get_layer(model, layer)
+    check_images(images, "images")
+    positions = torch.as_tensor(positions).long().reshape(-1, 2)
+    if len(positions) == 1:
+        positions = positions.expand(images.shape[0], 2)
+    if len(positions) != images.shape[0]:
+        raise ValueError(f"give one (row, column) per image, or one for all: {images.shape[0]} images but {len(positions)} positions.")
     device = next((p.device for p in model.parameters()), images.device)
     vectors = []
     with preserve_model_state(model), torch.no_grad():
@@ -43,8 +50,9 @@ def unit_vectors(model: nn.Module, layer: str, images: torch.Tensor, positions, 
                 finally:
                     stop.remove()
             maps = acts[layer]
-            where = _positions(torch.as_tensor(positions).reshape(-1, 2)[start : start + batch_size], chunk.shape[0],
-                               tuple(maps.shape[2:])).to(maps.device)
+            if maps.dim() != 4:
+                raise ValueError(f"layer {layer!r} gives {tuple(maps.shape)}; unit vectors need feature maps (N, C, H, W).")
+            where = _positions(positions[start : start + batch_size], chunk.shape[0], tuple(maps.shape[2:])).to(maps.device)
             vectors.append(maps[torch.arange(chunk.shape[0], device=maps.device), :, where[:, 0], where[:, 1]].float().cpu())
     return torch.cat(vectors)
 
