@@ -24,6 +24,7 @@ import re
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
 from typing import Callable
 
 from matplotlib.text import Text
@@ -42,6 +43,7 @@ from nnvis_helpers import (
     capture_activations,
     capture_gradients,
     carlini_wagner,
+    channel_cards,
     collect_activations,
     completeness_delta,
     count_hooks,
@@ -52,6 +54,7 @@ from nnvis_helpers import (
     describe_layer,
     draw_layer_map,
     expected_gradients,
+    export_browser,
     fgsm,
     grad_cam,
     gradient_x_input,
@@ -75,11 +78,13 @@ from nnvis_helpers import (
     render,
     sanity_check_randomization,
     smoothgrad,
+    top_examples,
     top_predictions,
     torchviz_graph,
     vanilla_gradient,
     write_tensorboard_graph,
 )
+from nnvis_helpers.channels import concept_images, dissect, example_groups, field_crops, unit_deconvolution
 
 SIZE = 16
 LAYER = "features.7"  # the last in-place ReLU: 16 channels, 8 x 8
@@ -186,6 +191,34 @@ def _atlas():
                             icon_size=SIZE, steps=2, progress=False, verbose=False)
 
 
+# ----------------------------------------------------------------------------- shared data for the channel rows
+
+
+@functools.lru_cache(maxsize=None)
+def _channel_images() -> torch.Tensor:
+    """Six images: enough for four top examples per channel, which example_groups needs."""
+    return torch.rand(6, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+
+
+@functools.lru_cache(maxsize=None)
+def _top_examples():
+    """The top 4 examples of channels 0 and 1 of LAYER, from a separate copy of the network (data, not a model)."""
+    return top_examples(make_model("eval"), LAYER, _channel_images(), channels=[0, 1], k=4, progress=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _concepts():
+    """The 12 colour concepts, one 16 px image each."""
+    return concept_images(size=SIZE, per_concept=1, groups=("colour",), background="plain")
+
+
+def _browser_files(model, images) -> dict[str, bytes]:
+    """export_browser into a temporary folder: every file it wrote, by relative path (a path would differ per call)."""
+    with tempfile.TemporaryDirectory() as folder:
+        export_browser(model, [LAYER], images, folder, channels=[0, 1], k=2, icons=False, progress=False)
+        return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(Path(folder).rglob("*")) if path.is_file()}
+
+
 def _figure_texts(figure) -> list[str]:
     import matplotlib.pyplot as plt
 
@@ -289,6 +322,14 @@ HELPERS = {
     "atlas.project": Helper(lambda m, x: atlas.project(_atlas(), m, x)),
     "atlas.icon_faithfulness": Helper(lambda m, x: atlas.icon_faithfulness(m, _atlas())),
     "atlas.class_focused_vectors": Helper(lambda m, x: atlas.class_focused_vectors(m, _activations(), (1, 2), keep=5)),
+    # 07 channels
+    "top_examples": Helper(lambda m, x: top_examples(m, LAYER, x, channels=[0, 1], k=2, batch_size=1, progress=False)),
+    "channel_cards": Helper(lambda m, x: channel_cards(m, LAYER, x, channels=[0, 1], k=2, icons=False, progress=False)),
+    "unit_deconvolution": Helper(lambda m, x: unit_deconvolution(m, x, LAYER, 1, [(2, 3), (5, 1)])),
+    "field_crops": Helper(lambda m, x: field_crops(m, LAYER, x, [(2, 3), (5, 1)])),
+    "example_groups": Helper(lambda m, x: example_groups(m, _top_examples(), _channel_images(), count=4, batch_size=2)),
+    "dissect": Helper(lambda m, x: dissect(m, LAYER, _concepts(), batch_size=4, progress=False)),
+    "export_browser": Helper(_browser_files),
     # foundation: models, layers
     "predict": Helper(lambda m, x: predict(m, x)),
     "top_predictions": Helper(lambda m, x: top_predictions(m, x, k=3)),
