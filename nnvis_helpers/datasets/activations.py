@@ -181,22 +181,31 @@ class _VectorKeeper:
 
     def run(self, model: nn.Module, images: torch.Tensor):
         """``model(images)`` with the vectors kept; None when the pass stopped after the layer."""
+        if self.expected_calls is None and self.stop_early and images.shape[0] > 1:
+            # Count the layer's calls on one image, so that the whole first batch can stop early too.
+            self.batch, self.calls = 1, 0
+            model(images[:1])
+            self._counted()
+            self.first_output = None
         self.batch, self.calls = images.shape[0], 0
         try:
             output = model(images)
         except _StopForward:
             output = None
         if self.expected_calls is None:
-            if self.calls == 0:
-                raise ValueError(
-                    f"layer {self.layer!r} never ran during the forward pass: model.forward does not use it. "
-                    "Pick a layer on the path from the image to the output."
-                )
-            self.expected_calls = self.calls
+            self._counted()
             self.keep(self.first_output)
             self.first_output = None
         self.images_done += self.batch
         return output
+
+    def _counted(self) -> None:
+        if self.calls == 0:
+            raise ValueError(
+                f"layer {self.layer!r} never ran during the forward pass: model.forward does not use it. "
+                "Pick a layer on the path from the image to the output."
+            )
+        self.expected_calls = self.calls
 
     def keep(self, tensor) -> None:
         batch = self.batch
