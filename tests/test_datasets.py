@@ -218,9 +218,24 @@ def test_early_stop_skips_the_rest_and_keeps_the_last_call():
         model.after.calls = 0
         acts = collect_activations(model, "relu", images, positions_per_image="mean", batch_size=2, predictions=predictions, progress=False)
         assert torch.allclose(acts.vectors, captured["relu"].mean(dim=(2, 3)), atol=1e-6), "the layer's last call, as capture_activations"
-        # 4 batches: the first always runs whole (it counts how often the layer runs), the others stop after it.
+        # 4 batches. With predictions every batch runs whole; without, one image runs whole first (it counts
+        # how often the layer runs) and every batch then stops after the layer's last call.
         assert model.after.calls == (4 if predictions else 1)
         assert (acts.predictions is not None) == predictions
+
+
+def test_top_examples_take_the_last_call_of_a_shared_layer():
+    from nnvis_helpers.channels import top_examples
+
+    torch.manual_seed(0)
+    model = _SharedReLU().eval()
+    images = _images(8, size=6)
+    with capture_activations(model, "relu") as captured:
+        model(images)
+    model.after.calls = 0
+    top = top_examples(model, "relu", images, k=3, batch_size=3, progress=False)
+    assert model.after.calls == 1  # only the counting image ran past the layer
+    assert torch.allclose(top.image_max, captured["relu"].flatten(2).amax(2), atol=1e-6)
 
 
 class _Stream(Dataset):
