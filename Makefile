@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup test test-slow course gallery lab bench clean
+.PHONY: setup test test-slow course gallery browser lab bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@command -v python3 >/dev/null || { echo "error: python3 (3.9 or newer) is needed"; exit 1; }
@@ -42,6 +42,13 @@ course: setup
 gallery: course
 	cp build/gallery/*.png images/
 	@echo "images/ regenerated from the course run; commit what changed."
+
+# Notebook 07's network browser for the offline model: a static site under build/browser/ (open its
+# index.html from disk) and its screenshot in images/browser.png, taken in headless chromium.
+browser: setup
+	$(PYTHON) scripts/screenshot_browser.py --site build/browser --out images/browser.png \
+	  --layers blocks.1 blocks.3 blocks.5 --channels 24 --length 512 --k 6
+	@echo "The browser: file://$(CURDIR)/build/browser/index.html"
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
