@@ -53,6 +53,7 @@ THUMB = 64
 STRIP_CROPS = 4
 #: How many pictures the index shows per layer.
 INDEX_PREVIEWS = 6
+RULE_NAMES = {"guided": "guided backprop", "deconvnet": "deconvnet", "gradient": "gradient"}  # a card's backward rule, in words
 MANIFEST = "browser.json"
 GENERATOR = "nnvis_helpers.export_browser"
 
@@ -328,7 +329,8 @@ def _index_page(layers: list[_Layer], title: str, model_name: str) -> str:
     intro = (f"{len(layers)} layer{'s' if len(layers) != 1 else ''}, {channels} channel{'s' if channels != 1 else ''}"
              + (f" of {_e(model_name)}" if model_name else "")
              + ". Each channel has a card: its feature visualization, the dataset crops that excite it most, "
-               "their deconvolution and the distribution of its activations.")
+               "what in each crop made the unit fire (guided backpropagation or the deconvnet from that unit) "
+               "and the distribution of its activations.")
     items = []
     for layer in layers:
         previews = []
@@ -411,6 +413,7 @@ def _channel_page(layer: _Layer, position: int, title: str, sizes: dict[str, tup
     else:
         icon = '<p class="note">No feature visualization for this card (exported with icons=False).</p>'
 
+    method = RULE_NAMES.get(card.rule, card.rule)
     examples = []
     for rank in range(1, len(card.scores) + 1):
         i = rank - 1
@@ -422,7 +425,7 @@ def _channel_page(layer: _Layer, position: int, title: str, sizes: dict[str, tup
             f'<figure><img src="{stem}-crop-{rank}.png" width="{crop_w}" height="{crop_h}" '
             f'alt="top {rank}: receptive-field crop"><figcaption>crop</figcaption></figure>'
             f'<figure><img src="{stem}-deconvolution-{rank}.png" width="{deconv_w}" height="{deconv_h}" '
-            f'alt="top {rank}: deconvolution"><figcaption>deconvolution</figcaption></figure></div>'
+            f'alt="top {rank}: {_e(method)}"><figcaption>{_e(method)}</figcaption></figure></div>'
             f'<p>#{rank} · score <strong>{_e(_number(float(card.scores[i])))}</strong> · '
             f'image {int(card.image_index[i])} · unit at ({row}, {col})</p></li>'
         )
@@ -436,7 +439,7 @@ def _channel_page(layer: _Layer, position: int, title: str, sizes: dict[str, tup
         f"(its {_e(_statistic(card))} over positions); the red lines mark the top {len(card.scores)} examples.</p>\n"
         f"<h2>Top {len(card.scores)} dataset examples</h2>"
         '<p class="note">Left: the part of the image the strongest unit sees (its receptive field; the checkerboard '
-        "is outside the image). Right: the deconvolution of that single unit, the same crop.</p>"
+        f"is outside the image). Right: {_e(method)} from that single unit, the same crop (grey: zero).</p>"
         f'<ul class="examples">{"".join(examples)}</ul>\n{pager}\n</main>'
     )
     return _page(f"{label} · {layer.title} · {title}", body, depth=1)

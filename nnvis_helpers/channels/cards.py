@@ -31,7 +31,8 @@ class ChannelCard:
     ``scores`` (k,), ``image_index`` (k,), ``positions`` (k, 2) of the strongest unit;
     ``crops`` and ``deconvolutions`` (k, 3, R, R) in [0, 1] with ``inside`` (k, 1, R, R) False
     on the padding beyond the image border; ``activations`` (num_images,) the channel's
-    per-image maximum over the dataset; ``icon`` (3, S, S) or None.
+    per-image maximum over the dataset; ``icon`` (3, S, S) or None; ``rule`` the backward rule of
+    the ``deconvolutions`` ("guided", "deconvnet" or "gradient", see :func:`unit_deconvolution`).
     """
 
     layer: str
@@ -46,6 +47,7 @@ class ChannelCard:
     icon: torch.Tensor | None = None
     by: str = "max"
     layer_title: str = ""
+    rule: str = "guided"
 
 
 def read_images(data, indices) -> torch.Tensor:
@@ -114,8 +116,9 @@ def channel_cards(
     >>> draw_card(cards[0])
     """
     by = _check_by(by)
-    module_check = get_layer(model, layer)  # unknown name: the closest ones, before any work
-    del module_check
+    get_layer(model, layer)  # unknown name: the closest ones, before any work
+    if rule not in ("guided", "deconvnet", "gradient"):
+        raise ValueError(f"rule={rule!r}: use 'guided' (guided backpropagation), 'deconvnet' or 'gradient'.")
     if top is None:
         top = top_examples(model, layer, data, channels=channels, k=k, ignore_border=ignore_border, progress=progress)
     elif top.layer != layer:
@@ -138,7 +141,7 @@ def channel_cards(
             layer=layer, channel=channel, scores=scores.clone(), image_index=index.clone(), positions=positions.clone(),
             crops=crops.cpu(), inside=inside.cpu(), deconvolutions=display_signed(signed.cpu() * inside.cpu(), inside.cpu()),
             activations=distribution.clone(), icon=None if pictures is None else pictures[i], by=by,
-            layer_title=layer_title,
+            layer_title=layer_title, rule=rule,
         ))
     return cards
 
@@ -189,7 +192,7 @@ def draw_card(card: ChannelCard, show_deconvolution: bool = True):
             _picture(fig.add_subplot(grid[1, 2 + j]), card.deconvolutions[j])
     fig.axes[1].set_ylabel("top crops", fontsize=7)
     if show_deconvolution:
-        fig.axes[2].set_ylabel("guided BP", fontsize=7)
+        fig.axes[2].set_ylabel({"guided": "guided BP"}.get(card.rule, card.rule), fontsize=7)
     _histogram(fig.add_subplot(grid[rows - 1, :]), card)
     fig.suptitle(card_title(card), fontsize=10)
     fig.tight_layout()
