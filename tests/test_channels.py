@@ -285,3 +285,32 @@ def test_cards_hold_what_they_say():
     with pytest.raises(TypeError, match="indexable"):
         channel_cards(model, "6", (image for image in data), channels=[0], icons=False, progress=False)
     assert count_hooks(model) == 0
+
+
+# ----------------------------------------------------------------------------- the explorer
+
+
+def test_card_explorer_steps_through_channels_and_reuses_the_pass():
+    pytest.importorskip("ipywidgets")
+    from nnvis_helpers.channels import card_explorer
+
+    model, data = small_cnn(), images(8, 32)
+    top = top_examples(model, "6", data, k=3, progress=False)
+    explorer = card_explorer(model, data, ["4", "6"], k=3, icons=False, tops={"6": top}, progress=False)
+    assert explorer.top("6") is top  # no second pass for a layer already collected
+    bundle = explorer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "CardExplorer" in bundle["text/plain"]
+    controls, status, picture = explorer.widget.children
+    layer, channel, previous, following = controls.children
+    first = picture.value
+    assert first[:4] == b"\x89PNG" and "channel 0" in status.value
+    following.click()
+    assert channel.value == 1 and bytes(picture.value) != bytes(first) and ("4", 1) in explorer._cards
+    previous.click()
+    previous.click()
+    assert channel.value == channel.max == 11  # steps around the end of layer 4's 12 channels
+    layer.value = "6"
+    assert channel.max == 15 and explorer._tops["6"] is top and ("6", 11) in explorer._cards
+    assert count_hooks(model) == 0
+    with pytest.raises(ValueError, match="tops"):
+        card_explorer(model, data, ["4"], tops={"6": top})
