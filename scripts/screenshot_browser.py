@@ -17,13 +17,14 @@ and selenium (in requirements-dev.txt). A few minutes on a 2-core CPU (most of i
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from palette_png import shrink  # scripts/ is on the path when a script runs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -80,19 +81,6 @@ def screenshot(page: Path, width: int, height: int) -> bytes:
         return driver.get_screenshot_as_png()
     finally:
         driver.quit()
-
-
-def shrink(png: bytes, max_bytes: int) -> bytes:
-    """The picture as a palette PNG, under ``max_bytes``."""
-    from PIL import Image
-
-    image = Image.open(io.BytesIO(png)).convert("RGB")
-    for colors in (256, 128, 64):
-        buffer = io.BytesIO()
-        image.quantize(colors=colors, method=Image.Quantize.MEDIANCUT).save(buffer, format="PNG", optimize=True)
-        if buffer.tell() <= max_bytes:
-            return buffer.getvalue()
-    raise RuntimeError(f"the screenshot stays above {max_bytes} bytes; use a smaller --width/--height")
 
 
 def main() -> None:

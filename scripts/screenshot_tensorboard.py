@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import io
 import json
 import shutil
 import socket
@@ -30,6 +29,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from palette_png import shrink  # scripts/ is on the path when a script runs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -155,19 +156,6 @@ async def capture(debug_port: int, width: int, height: int, timeout: float) -> b
     return base64.b64decode(shot["data"])
 
 
-def shrink(png: bytes, max_bytes: int) -> bytes:
-    """The picture as a palette PNG (TensorBoard's flat colours survive 128 colours), under ``max_bytes``."""
-    from PIL import Image
-
-    image = Image.open(io.BytesIO(png)).convert("RGB")
-    for colors in (128, 64, 32):
-        buffer = io.BytesIO()
-        image.quantize(colors=colors, method=Image.Quantize.MEDIANCUT).save(buffer, format="PNG", optimize=True)
-        if buffer.tell() <= max_bytes:
-            return buffer.getvalue()
-    raise RuntimeError(f"the screenshot stays above {max_bytes} bytes; use a smaller --width/--height")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(ROOT / "images" / "tensorboard_graph.png"))
@@ -211,7 +199,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(shrink(png, args.max_bytes))
+    out.write_bytes(shrink(png, args.max_bytes, colours=(128, 64, 32)))  # TensorBoard's flat colours survive 128
     print(f"wrote {out} ({out.stat().st_size / 1000:.0f} kB)")
 
 

@@ -18,7 +18,7 @@ from ..checks import check_images
 from ..layers import _StopForward, capture_activations, get_layer, preserve_model_state
 from ..saliency import _rectifier_backward_rule
 
-__all__ = ["field_crops", "crop_fields", "unit_deconvolution", "display_signed", "checkerboard"]
+__all__ = ["field_crops", "crop_fields", "layer_maps", "unit_deconvolution", "display_signed", "checkerboard"]
 
 
 def checkerboard(height: int, width: int, square: int = 4) -> torch.Tensor:
@@ -105,25 +105,13 @@ def unit_deconvolution(
     if rule not in ("deconvnet", "guided", "gradient"):
         raise ValueError(f"rule={rule!r}: use 'deconvnet', 'guided' (guided backpropagation) or 'gradient'.")
     check_images(images, "images")
-    module = get_layer(model, layer)
+    get_layer(model, layer)
     if isinstance(channel, bool) or not isinstance(channel, int) or channel < 0:
         raise ValueError(f"channel must be a non-negative int, got {channel!r}.")
     device = next((p.device for p in model.parameters()), images.device)
     inputs = images.detach().to(device).requires_grad_(True)
     with preserve_model_state(model):
-        with capture_activations(model, layer, detach=False) as acts:
-            stop = module.register_forward_hook(_stop_after)  # after the capture's hook: nothing past the layer is needed
-            try:
-                if rule == "gradient":
-                    _forward(model, inputs)
-                else:
-                    with _rectifier_backward_rule(model, rule, f"unit_deconvolution({rule!r})"):
-                        _forward(model, inputs)
-            finally:
-                stop.remove()
-        output = acts[layer]
-        if output.dim() != 4:
-            raise ValueError(f"layer {layer!r} gives {tuple(output.shape)}; a unit needs feature maps (N, C, H, W).")
+        output = layer_maps(model, layer, inputs, rule=None if rule == "gradient" else rule, detach=False)
         if channel >= output.shape[1]:
             raise ValueError(f"channel {channel} is out of range: layer {layer!r} has {output.shape[1]} channels (0 to {output.shape[1] - 1}).")
         positions = _positions(positions, images.shape[0], tuple(output.shape[2:])).to(device)
@@ -131,6 +119,31 @@ def unit_deconvolution(
         units = output[batch, channel, positions[:, 0], positions[:, 1]]
         (gradient,) = torch.autograd.grad(units.sum(), inputs)
     return gradient.detach()
+
+
+def layer_maps(model: nn.Module, layer: str, inputs: torch.Tensor, rule: str | None = None, detach: bool = True) -> torch.Tensor:
+    """The maps (N, C, H, W) of ``layer`` for ``inputs``; the forward pass stops right after the layer.
+
+    ``rule`` ("guided" or "deconvnet"): every rectifier on the way follows that backward rule;
+    ``detach=False`` keeps the graph, to backpropagate from a unit. The caller holds
+    :func:`preserve_model_state`.
+    """
+    module = get_layer(model, layer)
+    with capture_activations(model, layer, detach=detach) as acts:
+        stop = module.register_forward_hook(_stop_after)  # after the capture's hook: nothing past the layer is needed
+        try:
+            if rule is None:
+                _forward(model, inputs)
+            else:
+                with _rectifier_backward_rule(model, rule, f"unit_deconvolution({rule!r})"):
+                    _forward(model, inputs)
+        finally:
+            stop.remove()
+    maps = acts[layer]
+    if not isinstance(maps, torch.Tensor) or maps.dim() != 4:
+        got = tuple(maps.shape) if isinstance(maps, torch.Tensor) else "no tensor"
+        raise ValueError(f"layer {layer!r} gives {got}; a unit needs feature maps (N, C, H, W). Pick a convolution layer or block.")
+    return maps
 
 
 def _stop_after(_module, _inputs, _output):

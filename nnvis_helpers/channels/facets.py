@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from ..checks import check_images
-from ..layers import capture_activations, get_layer, preserve_model_state
+from ..layers import get_layer, preserve_model_state
 from .cards import read_images
-from .crops import _forward, _positions, _stop_after
+from .crops import _positions, layer_maps
 from .topk import TopExamples
 
 __all__ = ["unit_vectors", "ExampleGroups", "example_groups"]
@@ -31,7 +31,7 @@ def unit_vectors(model: nn.Module, layer: str, images: torch.Tensor, positions, 
 
     >>> vectors = unit_vectors(model, "blocks.4", images, [(3, 4)] * len(images))
     """
-    module = get_layer(model, layer)
+    get_layer(model, layer)  # an unknown name lists the closest ones, before any work
     check_images(images, "images")
     positions = torch.as_tensor(positions).long().reshape(-1, 2)
     if len(positions) == 1:
@@ -43,15 +43,7 @@ def unit_vectors(model: nn.Module, layer: str, images: torch.Tensor, positions, 
     with preserve_model_state(model), torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
             chunk = images[start : start + batch_size].to(device)
-            with capture_activations(model, layer) as acts:
-                stop = module.register_forward_hook(_stop_after)
-                try:
-                    _forward(model, chunk)
-                finally:
-                    stop.remove()
-            maps = acts[layer]
-            if maps.dim() != 4:
-                raise ValueError(f"layer {layer!r} gives {tuple(maps.shape)}; unit vectors need feature maps (N, C, H, W).")
+            maps = layer_maps(model, layer, chunk)
             where = _positions(positions[start : start + batch_size], chunk.shape[0], tuple(maps.shape[2:])).to(maps.device)
             vectors.append(maps[torch.arange(chunk.shape[0], device=maps.device), :, where[:, 0], where[:, 1]].float().cpu())
     return torch.cat(vectors)
