@@ -47,7 +47,7 @@ gallery: course
 # index.html from disk) and its screenshot in images/browser.png, taken in headless chromium.
 browser: setup
 	$(PYTHON) scripts/screenshot_browser.py --site build/browser --out images/browser.png \
-	  --layers blocks.1 blocks.3 blocks.5 --channels 24 --length 512 --k 6
+	  --layers blocks.1 blocks.3 blocks.5 --channels 24 --length 512 --k 6 --ignore-border 1
 	@echo "The browser: file://$(CURDIR)/build/browser/index.html"
 
 lab: setup

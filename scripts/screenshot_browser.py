@@ -39,14 +39,15 @@ Promise.all(images.map(img => img.complete ? null : new Promise(r => { img.onloa
 """
 
 
-def export(site: Path, layers: list[str], channels: int, length: int, k: int) -> Path:
+def export(site: Path, layers: list[str], channels: int, length: int, k: int, ignore_border: int = 0) -> Path:
     from nnvis_helpers import load_model
     from nnvis_helpers.channels.browser import export_browser
     from nnvis_helpers.datasets import dataset
 
     model = load_model(verbose=False)
     data = dataset("offline", length=length)
-    return export_browser(model, layers, data, site, channels=list(range(channels)), k=k, progress=True)
+    return export_browser(model, layers, data, site, channels=list(range(channels)), k=k, ignore_border=ignore_border,
+                          progress=True)
 
 
 def screenshot(page: Path, width: int, height: int) -> bytes:
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=16, help="how many channels of each (0, 1, ...)")
     parser.add_argument("--length", type=int, default=512, help="how many offline dataset images")
     parser.add_argument("--k", type=int, default=4, help="top examples per channel")
+    parser.add_argument("--ignore-border", type=int, default=0, help="outer map rows and columns left out when ranking")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--max-bytes", type=int, default=400_000)
@@ -100,7 +102,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="nnvis_browser_shot_"))
     site = Path(args.site) if args.site else work / "site"
     try:
-        index = export(site, args.layers, args.channels, args.length, args.k)
+        index = export(site, args.layers, args.channels, args.length, args.k, args.ignore_border)
         manifest = json.loads((index.parent / "browser.json").read_text(encoding="utf-8"))
         layer_page = index.parent / manifest["layers"][0]["folder"] / "index.html"
         png = screenshot(layer_page, args.width, args.height)

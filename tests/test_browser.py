@@ -283,7 +283,7 @@ def fake_channel_cards(monkeypatch):
     """channel_cards replaced by a recorder that returns synthetic cards (the real one is tested in test_cards)."""
     calls = []
 
-    def fake(model, layer, data, channels=None, k=6, by="max", icons=True, progress=True):
+    def fake(model, layer, data, channels=None, k=6, by="max", icons=True, ignore_border=0, progress=True):
         calls.append({"layer": layer, "channels": channels, "k": k, "icons": icons, "progress": progress})
         return [make_card(layer, c, k=k, icon=icons) for c in (channels if channels is not None else range(3))]
 

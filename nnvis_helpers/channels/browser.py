@@ -609,13 +609,15 @@ def export_browser(
     icons: bool = True,
     progress: bool = True,
     title: str | None = None,
+    ignore_border: int = 0,
 ) -> Path:
     """Compute the cards of ``layers`` on ``data`` and write the network browser; returns its index.html.
 
     ``layers``: a print(model) name or a list of names; ``data``: what :func:`channel_cards`
     takes (a Dataset of (image, label) or a tensor (N, 3, H, W) in [0, 1]); ``channels``: None
     (every channel), a list for every layer, or {layer: list}; ``k`` top examples per channel;
-    ``icons``: also render each channel's feature visualization (slower).
+    ``icons``: also render each channel's feature visualization (slower); ``ignore_border``: leave
+    out the outer rows and columns of each map when ranking (see :func:`top_examples`).
 
     >>> export_browser(model, ["blocks.1", "blocks.4"], dataset("offline", length=256), "build/browser", channels=range(16))
     PosixPath('build/browser/index.html')
@@ -632,13 +634,16 @@ def export_browser(
         raise ValueError(f"k is how many top examples each card shows: an int >= 1, got {k!r}.")
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title must be a string or None, got {type(title).__name__}.")
+    if isinstance(ignore_border, bool) or not isinstance(ignore_border, (int, np.integer)) or ignore_border < 0:
+        raise ValueError(f"ignore_border is how many outer rows and columns of each map to leave out: an int >= 0, got {ignore_border!r}.")
     _check_out_dir(out_dir)
 
     info = getattr(model, "info", None)
     model_name = getattr(info, "name", None) or type(model).__name__
     with preserve_model_state(model, eval_mode=False):  # channel_cards sets eval mode itself
         cards = {
-            name: channel_cards(model, name, data, channels=per_layer[name], k=int(k), icons=icons, progress=progress)
+            name: channel_cards(model, name, data, channels=per_layer[name], k=int(k), icons=icons,
+                                ignore_border=ignore_border, progress=progress)
             for name in names
         }
     return write_browser(cards, out_dir, title=title or f"{model_name}: what each channel responds to", model_name=model_name)
