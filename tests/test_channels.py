@@ -314,3 +314,25 @@ def test_card_explorer_steps_through_channels_and_reuses_the_pass():
     assert count_hooks(model) == 0
     with pytest.raises(ValueError, match="tops"):
         card_explorer(model, data, ["4"], tops={"6": top})
+
+
+def test_vision_transformer_and_densenet():
+    """A ViT's patch embedding is a map (it works); its encoder gives tokens (a clear error, nothing changed).
+    DenseNet's concatenating blocks work in train mode."""
+    from torchvision.models import densenet121
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5).train()
+    top = top_examples(vit, "conv_proj", images(5, 32), k=2, progress=False)
+    assert top.map_size == (4, 4) and top.max_index.shape == (16, 2)
+    with pytest.raises(ValueError, match="feature maps"):
+        top_examples(vit, "encoder.layers.encoder_layer_0", images(5, 32), progress=False)
+    assert count_hooks(vit) == 0 and all(m.training for m in vit.modules())
+
+    net = densenet121(weights=None).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    cards = channel_cards(net, "features.denseblock1", images(4, 64), channels=[0, 200], k=2, icons=False, progress=False)
+    assert [card.channel for card in cards] == [0, 200] and cards[1].crops.shape[0] == 2
+    assert count_hooks(net) == 0 and all(m.training for m in net.modules())
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
