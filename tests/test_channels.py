@@ -336,3 +336,36 @@ def test_vision_transformer_and_densenet():
     assert [card.channel for card in cards] == [0, 200] and cards[1].crops.shape[0] == 2
     assert count_hooks(net) == 0 and all(m.training for m in net.modules())
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_effective_boxes_follow_the_signal():
+    from nnvis_helpers.channels import effective_boxes
+
+    model, size = linear_cnn(), 32
+    table = layer_table(model, (1, 3, size, size))
+    field = receptive_field(model, "2", table=table)  # 9 x 9, units 4 px apart
+    (y, x) = (4, 4)
+    cy, cx = (int(v) for v in field.center(y, x))
+    point = torch.zeros(1, 3, size, size)
+    point[0, :, cy, cx] = 1.0  # all the signal at the unit's centre
+    spread = torch.zeros(1, 3, size, size)
+    top, left, bottom, right = field.box(y, x, image_size=size)
+    spread[0, :, top:bottom, left:right] = 1.0  # spread evenly over the field
+    (small,) = effective_boxes(model, "2", point, [(y, x)], table=table).tolist()
+    (large,) = effective_boxes(model, "2", spread, [(y, x)], share=1.0, table=table).tolist()
+    assert small == [4, 4, 5, 5]  # one pixel, in the middle of the 9 x 9 crop
+    assert large == [0, 0, 9, 9]
+    with pytest.raises(ValueError, match="share"):
+        effective_boxes(model, "2", point, [(y, x)], share=0)
+
+
+def test_effective_field_of_the_offline_model_is_smaller_than_the_traced_one(offline_model):
+    from nnvis_helpers.channels import effective_boxes
+    from nnvis_helpers.images import load_image
+
+    image = load_image("chelsea", size=160)
+    table = layer_table(offline_model, (1, 3, 160, 160))
+    maps = unit_deconvolution(offline_model, image, "blocks.3", 5, [(5, 5)], rule="guided")
+    (box,) = effective_boxes(offline_model, "blocks.3", maps, [(5, 5)], table=table).tolist()
+    side = max(box[2] - box[0], box[3] - box[1])
+    assert 0 < side < receptive_field(offline_model, "blocks.3", table=table).size[0] / 2, box

@@ -15,7 +15,7 @@ from .concepts import CONCEPT_GROUPS, ConceptSet, available_textures, concept_im
 from .dissection import Dissection, dissect, draw_dissection
 from .explorer import CardExplorer, card_explorer
 from .facets import ExampleGroups, example_groups, unit_vectors
-from .crops import checkerboard, crop_fields, display_signed, field_crops, unit_deconvolution
+from .crops import checkerboard, crop_fields, display_signed, effective_boxes, field_crops, unit_deconvolution
 from .topk import TopExamples, top_examples
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "top_examples",
     "field_crops",
     "crop_fields",
+    "effective_boxes",
     "unit_deconvolution",
     "display_signed",
     "checkerboard",

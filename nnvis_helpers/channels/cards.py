@@ -17,7 +17,7 @@ from torch import nn
 from ..architecture import layer_table
 from ..config import pick
 from ..layers import get_layer
-from .crops import crop_fields, display_signed, field_crops, unit_deconvolution
+from .crops import crop_fields, display_signed, effective_boxes, field_crops, unit_deconvolution
 from .topk import TopExamples, _channel_list, _check_by, top_examples
 
 __all__ = ["ChannelCard", "channel_cards", "channel_icons", "read_images", "card_settings", "draw_card", "draw_cards", "card_title"]
@@ -32,7 +32,8 @@ class ChannelCard:
     ``crops`` and ``deconvolutions`` (k, 3, R, R) in [0, 1] with ``inside`` (k, 1, R, R) False
     on the padding beyond the image border; ``activations`` (num_images,) the channel's
     per-image maximum over the dataset; ``icon`` (3, S, S) or None; ``rule`` the backward rule of
-    the ``deconvolutions`` ("guided", "deconvnet" or "gradient", see :func:`unit_deconvolution`).
+    the ``deconvolutions`` ("guided", "deconvnet" or "gradient", see :func:`unit_deconvolution`);
+    ``effective`` (k, 4) the square in each crop that holds 90% of that signal (see :func:`effective_boxes`).
     """
 
     layer: str
@@ -48,6 +49,7 @@ class ChannelCard:
     by: str = "max"
     layer_title: str = ""
     rule: str = "guided"
+    effective: torch.Tensor | None = None
 
 
 def read_images(data, indices) -> torch.Tensor:
@@ -141,13 +143,19 @@ def channel_cards(
             layer=layer, channel=channel, scores=scores.clone(), image_index=index.clone(), positions=positions.clone(),
             crops=crops.cpu(), inside=inside.cpu(), deconvolutions=display_signed(signed.cpu() * inside.cpu(), inside.cpu()),
             activations=distribution.clone(), icon=None if pictures is None else pictures[i], by=by,
-            layer_title=layer_title, rule=rule,
+            layer_title=layer_title, rule=rule, effective=effective_boxes(model, layer, maps, positions, table=table),
         ))
     return cards
 
 
-def _picture(ax, image: torch.Tensor, title: str | None = None, fontsize: int = 7) -> None:
+def _picture(ax, image: torch.Tensor, title: str | None = None, fontsize: int = 7, box=None) -> None:
+    import matplotlib.pyplot as plt
+
     ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+    if box is not None:  # the effective field: dashed, so the crop stays visible
+        top, left, bottom, right = (int(v) for v in box)
+        ax.add_patch(plt.Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor="yellow",
+                                   lw=1.0, ls="--"))
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
@@ -173,6 +181,8 @@ def card_title(card: ChannelCard) -> str:
 def draw_card(card: ChannelCard, show_deconvolution: bool = True):
     """One card large: the icon, the top-k receptive-field crops with their scores, their
     guided-backprop images, and the distribution of the channel over the dataset. Returns the figure.
+
+    A dashed square on each crop marks the effective field: where 90% of the unit's guided-backprop signal lies.
     """
     import matplotlib.pyplot as plt
 
@@ -187,9 +197,10 @@ def draw_card(card: ChannelCard, show_deconvolution: bool = True):
         icon_ax.axis("off")
         icon_ax.text(0.5, 0.5, "no icon\n(icons=False)", ha="center", va="center", fontsize=8)
     for j in range(k):
-        _picture(fig.add_subplot(grid[0, 2 + j]), card.crops[j], f"#{int(card.image_index[j])}: {float(card.scores[j]):.2f}")
+        box = None if card.effective is None else card.effective[j]
+        _picture(fig.add_subplot(grid[0, 2 + j]), card.crops[j], f"#{int(card.image_index[j])}: {float(card.scores[j]):.2f}", box=box)
         if show_deconvolution:
-            _picture(fig.add_subplot(grid[1, 2 + j]), card.deconvolutions[j])
+            _picture(fig.add_subplot(grid[1, 2 + j]), card.deconvolutions[j], box=box)
     fig.axes[1].set_ylabel("top crops", fontsize=7)
     if show_deconvolution:
         fig.axes[2].set_ylabel({"guided": "guided BP"}.get(card.rule, card.rule), fontsize=7)
@@ -221,7 +232,7 @@ def draw_cards(cards: list[ChannelCard], columns: int = 1, max_examples: int = 5
             axes[row, start].axis("on")
         axes[row, start].set_title(card_title(card), fontsize=7, loc="left")
         for j in range(k):
-            _picture(axes[row, start + 1 + j], card.crops[j])
+            _picture(axes[row, start + 1 + j], card.crops[j], box=None if card.effective is None else card.effective[j])
             _picture(axes[row, start + 1 + k + j], card.deconvolutions[j])
     fig.tight_layout(pad=0.3, h_pad=0.6, w_pad=0.1)
     return fig

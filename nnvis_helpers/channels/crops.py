@@ -6,6 +6,8 @@
 * :func:`unit_deconvolution` — the deconvnet (Zeiler & Fergus 2014) or guided backpropagation
   (Springenberg et al. 2014) image of a single unit: notebook 02's rules for every ReLU, started
   from one unit of a layer instead of a class score. Zero outside the unit's receptive field.
+* :func:`effective_boxes` — where in its crop a unit really looks: the square around the field's
+  centre that holds most of its backprop signal (the effective receptive field, Luo et al. 2016).
 * :func:`display_signed` — a signed image scaled for display, 0 shown as mid-grey.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ..checks import check_images
 from ..layers import _StopForward, capture_activations, get_layer, preserve_model_state
 from ..saliency import _rectifier_backward_rule
 
-__all__ = ["field_crops", "crop_fields", "layer_maps", "unit_deconvolution", "display_signed", "checkerboard"]
+__all__ = ["field_crops", "crop_fields", "layer_maps", "effective_boxes", "unit_deconvolution", "display_signed", "checkerboard"]
 
 
 def checkerboard(height: int, width: int, square: int = 4) -> torch.Tensor:
@@ -73,11 +75,7 @@ def crop_fields(model: nn.Module, layer: str, images: torch.Tensor, positions, t
     crops = checkerboard(height, width).repeat(images.shape[0], 1, 1, 1).to(images)
     inside = torch.zeros(images.shape[0], 1, height, width, dtype=torch.bool, device=images.device)
     for n, (row, column) in enumerate(positions.tolist()):
-        top, left, bottom, right = field.box(row, column)  # may hang over the border
-        if height < field.size[0]:
-            top = 0
-        if width < field.size[1]:
-            left = 0
+        top, left = _canvas_origin(field, row, column, height, width)
         clipped = field.box(row, column, image_size=image_size)
         if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
             continue  # the field lies wholly in the padding
@@ -86,6 +84,48 @@ def crop_fields(model: nn.Module, layer: str, images: torch.Tensor, positions, t
         crops[n, :, y0:y1, x0:x1] = images[n, :, clipped[0] : clipped[2], clipped[1] : clipped[3]]
         inside[n, :, y0:y1, x0:x1] = True
     return crops, inside
+
+
+def _canvas_origin(field, row: int, column: int, height: int, width: int) -> tuple[int, int]:
+    """Where a crop of ``height`` x ``width`` starts in the image: the field's corner, or 0 along an axis cut to the image."""
+    top, left, _, _ = field.box(row, column)  # may hang over the border
+    return (top if height == field.size[0] else 0), (left if width == field.size[1] else 0)
+
+
+def effective_boxes(model: nn.Module, layer: str, maps: torch.Tensor, positions, share: float = 0.9, table=None) -> torch.Tensor:
+    """The effective receptive field of each unit, in the coordinates of its crop: (N, 4) (top, left, bottom, right).
+
+    ``maps`` (N, 3, H, W): what :func:`unit_deconvolution` gives for unit ``positions[n]``. The box is
+    the smallest square centred on the unit's field that holds ``share`` of the map's total |value|:
+    where the unit really looks, usually far inside its traced field (Luo et al. 2016). Bottom and
+    right are exclusive; the box is clipped to the crop that :func:`field_crops` makes.
+    """
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], e.g. 0.9 for the square that holds 90% of the signal, got {share!r}.")
+    size = (1, maps.shape[1], maps.shape[2], maps.shape[3])
+    table = layer_table(model, size) if table is None else table
+    field = receptive_field(model, layer, table=table)
+    positions = _positions(positions, maps.shape[0], table.row(layer).output_shape[2:])
+    height, width = (min(side, limit) for side, limit in zip(field.size, maps.shape[2:]))
+    mass = maps.detach().abs().sum(1).float().cpu()  # (N, H, W)
+    rows = torch.arange(maps.shape[2], dtype=torch.float32)[:, None]
+    columns = torch.arange(maps.shape[3], dtype=torch.float32)[None, :]
+    boxes = []
+    for n, (row, column) in enumerate(positions.tolist()):
+        centre_y, centre_x = field.center(row, column)
+        distance = torch.maximum((rows - centre_y).abs(), (columns - centre_x).abs()).flatten()
+        order = distance.argsort()
+        total = mass[n].sum()
+        if total <= 0:
+            boxes.append((0, 0, height, width))
+            continue
+        reached = torch.cumsum(mass[n].flatten()[order], 0) >= share * total
+        radius = float(distance[order][int(reached.nonzero()[0, 0])])
+        top, left = _canvas_origin(field, row, column, height, width)
+        y0, x0 = int(round(centre_y - radius)) - top, int(round(centre_x - radius)) - left
+        y1, x1 = int(round(centre_y + radius)) + 1 - top, int(round(centre_x + radius)) + 1 - left
+        boxes.append((max(y0, 0), max(x0, 0), min(y1, height), min(x1, width)))
+    return torch.tensor(boxes, dtype=torch.long)
 
 
 def unit_deconvolution(
