@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_model
-from ..layers import _StopForward, _first_tensor, get_layer, preserve_model_state
+from ..datasets.activations import _VectorKeeper, stream_layer
+from ..layers import get_layer, preserve_model_state
 from .concepts import _COLOURS, ConceptSet, _concept_index
 
 __all__ = ["Dissection", "dissect", "draw_dissection"]
@@ -149,34 +150,27 @@ def _iou_from_counts(active, overlap, mask_pixels, concept, groups: Sequence[str
     return (intersection / union.clamp_min(1)).T.float()
 
 
-class _LayerKeeper:
-    """Forward hook: keeps the layer's output of the batch; after the first batch, stops the pass there.
+class _MapKeeper(_VectorKeeper):
+    """The forward hook of :func:`dissect`: keeps each batch's whole map of the layer, on the CPU.
 
-    The first batch runs the whole model and counts how often the layer runs (a shared module may
-    run several times); the map of its last call is kept, as ``capture_activations`` does.
+    The stream (``datasets.stream_layer``) counts the layer's calls first and then stops every pass
+    after the last one, as for ``collect_activations``.
     """
 
-    def __init__(self):
-        self.expected_calls: int | None = None
-        self.calls = 0
-        self.output = None
+    def __init__(self, layer: str):
+        super().__init__(layer, 1, False, stop_early=True, seed=0)
+        self.maps: list[torch.Tensor] = []
 
-    def __call__(self, _module, _inputs, output) -> None:
-        self.calls += 1
-        tensor = _first_tensor(output)
-        self.output = tensor.detach().float().clone() if isinstance(tensor, torch.Tensor) else None
-        if self.expected_calls is not None and self.calls == self.expected_calls:
-            raise _StopForward
-
-    def run(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor | None:
-        self.calls, self.output = 0, None
-        try:
-            model(images)
-        except _StopForward:
-            pass
-        if self.expected_calls is None:
-            self.expected_calls = self.calls
-        return self.output
+    def keep(self, tensor) -> None:
+        if (not isinstance(tensor, torch.Tensor) or tensor.dim() != 4 or tensor.shape[0] != self.batch
+                or tensor.shape[2] * tensor.shape[3] < 2):
+            got = f"output of shape {tuple(tensor.shape)}" if isinstance(tensor, torch.Tensor) else "no tensor"
+            raise ValueError(
+                f"layer {self.layer!r} gives {got}; dissection needs spatial maps (N, C, h, w) with more than one "
+                "position, to compare with the concept masks. Pick a convolution block before the global pooling "
+                "(layer_names(model) lists them)."
+            )
+        self.maps.append(tensor.detach().float().cpu())
 
 
 def dissect(
@@ -208,7 +202,7 @@ def dissect(
     >>> result = dissect(load_model(), "blocks.1", concept_images())
     >>> result.best_concept(5), result.top_channels("red", 3)
     """
-    device, dtype = check_model(model)
+    device, _ = check_model(model)  # the upsampling runs on the model's device
     module = get_layer(model, layer)  # an unknown name lists the closest ones
     layer_name = layer if isinstance(layer, str) else next(name for name, m in model.named_modules() if m is module)
     if not isinstance(concepts, ConceptSet):
@@ -221,32 +215,12 @@ def dissect(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 2):
         raise ValueError(f"resolution must be an int of at least 2 (pixels a side where maps meet masks, e.g. 112) or None, got {resolution!r}.")
-    from tqdm.auto import tqdm
-
-    keeper = _LayerKeeper()
-    maps: list[torch.Tensor] = []
+    keeper = _MapKeeper(layer_name)
     with preserve_model_state(model):
-        handle = module.register_forward_hook(keeper)
-        try:
-            with torch.no_grad(), tqdm(total=len(concepts), desc=f"dissect {layer_name}", unit="image", disable=not progress) as bar:
-                for start in range(0, len(concepts), batch_size):
-                    images = concepts.images[start : start + batch_size].to(device=device, dtype=dtype)
-                    output = keeper.run(model, images)
-                    if keeper.calls == 0:
-                        raise ValueError(f"layer {layer_name!r} never ran during the forward pass: pick a layer on the path from the image to the output.")
-                    if output is None or output.dim() != 4 or output.shape[0] != images.shape[0] or output.shape[2] * output.shape[3] < 2:
-                        got = f"output of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else "no tensor"
-                        raise ValueError(
-                            f"layer {layer_name!r} gives {got}; dissection needs spatial maps (N, C, h, w) with more than one "
-                            "position, to compare with the concept masks. Pick a convolution block before the global pooling "
-                            "(layer_names(model) lists them)."
-                        )
-                    maps.append(output.cpu())
-                    bar.update(images.shape[0])
-        finally:
-            handle.remove()
-    maps_all = torch.cat(maps)  # (N, C, h, w)
-    del maps
+        for _ in stream_layer(model, module, keeper, concepts.images, batch_size, 0, None, progress, f"dissect {layer_name}"):
+            pass
+    maps_all = torch.cat(keeper.maps)  # (N, C, h, w)
+    keeper.maps.clear()
     num_channels = maps_all.shape[1]
     thresholds = _channel_quantiles(maps_all, quantile)
 
