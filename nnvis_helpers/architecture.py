@@ -1179,6 +1179,22 @@ def widget_mimebundle(widget) -> dict:
     }
 
 
+def widget_or_text(text: str, make_widget) -> dict:
+    """The display bundle of a widget with ``text`` as its plain-text fallback.
+
+    ``make_widget()`` builds (or returns) the widget; without ipywidgets or a frontend the text is
+    the whole story, so GitHub, nbconvert and CI show it instead.
+    """
+    bundle = {"text/plain": text}
+    try:
+        view = widget_mimebundle(make_widget())
+    except Exception:  # no ipywidgets, or no frontend: the text is the whole story
+        return bundle
+    if isinstance(view, dict):
+        bundle.update({key: value for key, value in view.items() if key != "text/plain"})
+    return bundle
+
+
 class LayerPicker:
     """A dropdown of layers; ``picker.value`` is the chosen name, a plain string.
 
@@ -1237,15 +1253,7 @@ class LayerPicker:
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         text = self.describe() + "\n(static view: run the notebook in Jupyter or Colab to choose a layer)"
-        bundle = {"text/plain": text}
-        try:
-            widget = self.widget or self._build_widget()
-            view = widget_mimebundle(widget)
-        except Exception:  # no ipywidgets, or no frontend: the text is the whole story
-            return bundle
-        if isinstance(view, dict):
-            bundle.update({k: v for k, v in view.items() if k != "text/plain"})
-        return bundle
+        return widget_or_text(text, lambda: self.widget or self._build_widget())
 
     def __repr__(self) -> str:
         return f"LayerPicker(value={self.value!r})"

@@ -5,7 +5,7 @@ import io
 
 from torch import nn
 
-from ..architecture import widget_mimebundle
+from ..architecture import widget_or_text
 from ..layers import get_layer
 from .cards import ChannelCard, channel_cards, draw_card
 from .topk import TopExamples, top_examples
@@ -78,15 +78,9 @@ class CardExplorer:
         return self.widget
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        bundle = {"text/plain": f"CardExplorer of {', '.join(self.layers)} (static view: run the notebook in Jupyter or "
-                                "Colab to browse the cards; draw_cards shows a grid here)"}
-        try:
-            view = widget_mimebundle(self.widget or self._build_widget())
-        except Exception:  # no ipywidgets, or no frontend: the text is the whole story
-            return bundle
-        if isinstance(view, dict):
-            bundle.update({key: value for key, value in view.items() if key != "text/plain"})
-        return bundle
+        text = (f"CardExplorer of {', '.join(self.layers)} (static view: run the notebook in Jupyter or Colab to browse "
+                "the cards; draw_cards shows a grid here)")
+        return widget_or_text(text, lambda: self.widget or self._build_widget())
 
 
 def card_explorer(model: nn.Module, data, layers, k: int = 6, icons: bool = True, ignore_border: int = 0,
