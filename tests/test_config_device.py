@@ -49,3 +49,24 @@ def test_device():
     device = get_device()
     assert device.type in ("cuda", "mps", "cpu")
     assert describe_device(torch.device("cpu")).startswith("cpu (")
+
+
+def test_on_cuda_get_device_turns_tensorfloat32_off(monkeypatch):
+    """Found on the first GPU run (H200): cuDNN's default TF32 convolutions broke the 1e-4 checks
+    against captum and torchattacks in notebooks 02-06. get_device() must switch it off."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    try:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic = True, True, False
+        assert get_device() == torch.device("cuda")
+        assert (cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic) == (False, False, True)
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic = saved
+
+
+def test_on_the_cpu_get_device_leaves_the_backend_flags_alone(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    saved = torch.backends.cudnn.allow_tf32
+    if get_device().type == "cpu":
+        assert torch.backends.cudnn.allow_tf32 == saved
