@@ -509,3 +509,58 @@ def test_quality_on_the_offline_model():
     script = Path(__file__).resolve().parent.parent / "bench" / "featurevis_quality.py"
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------- redirected ReLU6
+
+
+class _DeadStart(nn.Module):
+    """conv -> ReLU6 -> 1x1 conv: with a bias of -5 every ReLU6 unit is at 0 on a grey image, so its gradient is zero."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.first = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU6(inplace=True)
+        self.second = nn.Conv2d(4, 2, 1)
+        with torch.no_grad():
+            self.first.bias.fill_(-5.0)
+            self.second.weight.abs_()
+
+    def forward(self, x):
+        return self.second(self.act(self.first(x)))
+
+
+def _unit_gradient(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    image = image.clone().requires_grad_(True)
+    (-model(image)[:, 0, 4, 4].sum()).backward()   # the loss a render step descends
+    return image.grad
+
+
+def test_redirected_relu6_revives_a_dead_start_and_keeps_the_forward_pass():
+    from nnvis_helpers.featurevis import redirected_relu6
+
+    model = _DeadStart().eval()
+    redirected = redirected_relu6(model)
+    grey = torch.full((1, 3, 9, 9), 0.5)
+    assert torch.equal(redirected(grey), model(grey)), "the forward pass is unchanged"
+    photo = torch.rand(2, 3, 9, 9) * 10
+    assert torch.equal(redirected(photo), model(photo))
+    assert _unit_gradient(model, grey).abs().max() == 0, "the plain gradient is dead at the grey start"
+    revived = _unit_gradient(redirected, grey)
+    assert revived.abs().max() > 0, "the redirected gradient is not"
+    step = grey - 0.1 * revived                  # one descent step moves the unit's input towards the living range
+    with torch.no_grad():
+        before, after = model.first(grey)[0, :, 4, 4], model.first(step)[0, :, 4, 4]
+    assert (after >= before - 1e-6).all() and (after > before).any()
+    assert type(model.act) is nn.ReLU6 and model.act.inplace, "the original model keeps its modules"
+
+
+def test_redirected_relu6_leaves_a_living_gradient_alone():
+    from nnvis_helpers.featurevis import redirected_relu6
+
+    model = _DeadStart().eval()
+    with torch.no_grad():
+        model.first.bias.zero_()
+    image = torch.rand(1, 3, 9, 9)
+    assert torch.equal(_unit_gradient(redirected_relu6(model), image), _unit_gradient(model, image))

@@ -25,10 +25,12 @@ from .objectives import (
     total_variation,
 )
 from .param import COLOR_CORRELATION, ImageParam, as_param, fourier, pixels
+from .redirect import redirected_relu6
 from .render import ActivationRunner, deepdream, evaluate, render
 from .transforms import as_transform, compose, jitter, pad, random_rotate, random_scale, resize, standard_transforms
 
 __all__ = [
+    "redirected_relu6",
     "INPUT",
     "MODEL_OUTPUT",
     "Objective",
