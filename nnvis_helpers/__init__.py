@@ -11,13 +11,15 @@ The modules read like the course's table of contents:
 * 05 ``adversarial``: FGSM, BIM, PGD, DeepFool, Carlini–Wagner, evaluation helpers
 * 06 ``atlas``: activation atlas — layout, grid, batched icons, class view, paths across it
 * 07 ``channels``: what a filter responds to — dataset examples, receptive-field crops, cards, dissection, a browser
+* 08 ``blocks``: the building blocks of interpretability — semantic dictionary, activation grid, spatial attribution,
+  neuron groups, information flow
 
 Everything below is re-exported here, so ``from nnvis_helpers import grad_cam`` works; the
 feature-visualization building blocks (``channel``, ``fourier``, ``jitter``, ...) are used as
 ``featurevis.channel(...)`` because their short names would be ambiguous at the top level. The
 atlas's steps likewise: ``atlas.layout``, ``atlas.grid_cells``, ``atlas.render_icons``, ...
 """
-from . import atlas, channels, featurevis
+from . import atlas, blocks, channels, featurevis
 from .adversarial import (
     AttackInfo,
     JPEGCompression,
@@ -47,6 +49,7 @@ from .architecture import (
     write_tensorboard_graph,
 )
 from .atlas import activation_atlas, draw_atlas
+from .blocks import activation_grid, neuron_groups, semantic_dictionary, spatial_attribution
 from .channels import channel_cards, export_browser, top_examples
 from .attribution import (
     BASELINES,
@@ -146,4 +149,6 @@ __all__ = [
     "atlas", "activation_atlas", "draw_atlas",
     # 07 what a filter responds to
     "channels", "channel_cards", "export_browser", "top_examples",
+    # 08 building blocks
+    "blocks", "activation_grid", "neuron_groups", "semantic_dictionary", "spatial_attribution",
 ]

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nnvis_helpers
-from nnvis_helpers import atlas, featurevis
+from nnvis_helpers import atlas, blocks, featurevis
 from nnvis_helpers import (
     accuracy_vs_epsilon,
     activation_atlas,
@@ -212,6 +212,30 @@ def _concepts():
     return concept_images(size=SIZE, per_concept=1, groups=("colour",), background="plain")
 
 
+# ----------------------------------------------------------------------------- shared data for the building-blocks rows
+
+
+@functools.lru_cache(maxsize=None)
+def _activation_grid():
+    """A 2 x 2 activation grid of LAYER, made with a separate copy of the network (data, not a model)."""
+    return blocks.activation_grid(make_model("eval"), _channel_images()[0], LAYER, cells=2, icon_size=SIZE, steps=2,
+                                  progress=False)
+
+
+def _grid_without_timing(model, images):
+    """activation_grid's result but its wall time, which differs from call to call."""
+    grid = blocks.activation_grid(model, images[:1], LAYER, cells=2, icon_size=SIZE, steps=2, progress=False)
+    return grid.vectors, grid.icons
+
+
+@functools.lru_cache(maxsize=None)
+def _neuron_groups():
+    """Neuron groups of two layers (the first ReLU, LAYER), from a separate copy of the network."""
+    model, image = make_model("eval"), _channel_images()[0]
+    return (blocks.neuron_groups(blocks.layer_view(model, image, "features.2"), k=2),
+            blocks.neuron_groups(blocks.layer_view(model, image, LAYER), k=2))
+
+
 def _browser_files(model, images) -> dict[str, bytes]:
     """export_browser into a temporary folder: every file it wrote, by relative path (a path would differ per call)."""
     with tempfile.TemporaryDirectory() as folder:
@@ -300,6 +324,7 @@ HELPERS = {
     "render_class_logit": Helper(lambda m, x: render(m, featurevis.class_logit(1), steps=3, image_size=SIZE,
                                                      progress=False)),
     "evaluate": Helper(lambda m, x: featurevis.evaluate(m, x, featurevis.channel(LAYER, 1))),
+    "redirected_relu6": Helper(lambda m, x: featurevis.redirected_relu6(m).eval()(x.detach()), runs_model=False),
     "deepdream": Helper(lambda m, x: deepdream(m, x, LAYER, octaves=2, steps=2, jitter=2, progress=False)),
     # 05 adversarial
     "fgsm": Helper(lambda m, x: fgsm(m, x, T, 4 / 255)),
@@ -330,6 +355,17 @@ HELPERS = {
     "example_groups": Helper(lambda m, x: example_groups(m, _top_examples(), _channel_images(), count=4, batch_size=2)),
     "dissect": Helper(lambda m, x: dissect(m, LAYER, _concepts(), batch_size=4, progress=False)),
     "export_browser": Helper(_browser_files),
+    # 08 building blocks
+    "layer_view": Helper(lambda m, x: blocks.layer_view(m, x[:1], LAYER)),
+    "IconCache": Helper(lambda m, x: blocks.IconCache(m, icon_size=SIZE, steps=2, progress=False).icons(LAYER, [0, 1])),
+    "semantic_dictionary": Helper(lambda m, x: blocks.semantic_dictionary(
+        m, x[:1], LAYER, k=2, cache=blocks.IconCache(m, icon_size=SIZE, steps=2, progress=False))),
+    "activation_grid": Helper(_grid_without_timing),
+    "grid_alignment": Helper(lambda m, x: blocks.grid_alignment(m, _activation_grid())),
+    "spatial_attribution": Helper(lambda m, x: blocks.spatial_attribution(m, x[:1], "features.5", 1, n_steps=3,
+                                                                          batch_size=2, return_delta=True)),
+    "information_flow": Helper(lambda m, x: blocks.information_flow(m, x[:1], *_neuron_groups(), classes=[1, 2],
+                                                                    n_steps=2, batch_size=3)),
     # foundation: models, layers
     "predict": Helper(lambda m, x: predict(m, x)),
     "top_predictions": Helper(lambda m, x: top_predictions(m, x, k=3)),
@@ -364,9 +400,9 @@ NOT_HELPERS = {
 
 
 def _public_model_callables() -> set[str]:
-    """Every callable of ``__all__`` (the package's, featurevis', atlas') with a ``model`` argument."""
+    """Every callable of ``__all__`` (the package's, featurevis', atlas', blocks') with a ``model`` argument."""
     names = set()
-    for module, prefix in ((nnvis_helpers, ""), (featurevis, ""), (atlas, "atlas.")):
+    for module, prefix in ((nnvis_helpers, ""), (featurevis, ""), (atlas, "atlas."), (blocks, "")):
         for name in module.__all__:
             if prefix and name in nnvis_helpers.__all__:
                 continue  # re-exported at the top level (activation_atlas): one row
