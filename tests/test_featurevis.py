@@ -541,19 +541,24 @@ def test_redirected_relu6_revives_a_dead_start_and_keeps_the_forward_pass():
     from nnvis_helpers.featurevis import redirected_relu6
 
     model = _DeadStart().eval()
-    redirected = redirected_relu6(model)
     grey = torch.full((1, 3, 9, 9), 0.5)
-    assert torch.equal(redirected(grey), model(grey)), "the forward pass is unchanged"
     photo = torch.rand(2, 3, 9, 9) * 10
-    assert torch.equal(redirected(photo), model(photo))
-    assert _unit_gradient(model, grey).abs().max() == 0, "the plain gradient is dead at the grey start"
-    revived = _unit_gradient(redirected, grey)
+    plain = (model(grey), model(photo), _unit_gradient(model, grey))
+    with redirected_relu6(model) as redirected:
+        assert redirected is model and type(model.act) is not nn.ReLU6
+        assert torch.equal(model(grey), plain[0]) and torch.equal(model(photo), plain[1]), "the forward pass is unchanged"
+        revived = _unit_gradient(model, grey)
+    assert plain[2].abs().max() == 0, "the plain gradient is dead at the grey start"
     assert revived.abs().max() > 0, "the redirected gradient is not"
     step = grey - 0.1 * revived                  # one descent step moves the unit's input towards the living range
     with torch.no_grad():
         before, after = model.first(grey)[0, :, 4, 4], model.first(step)[0, :, 4, 4]
     assert (after >= before - 1e-6).all() and (after > before).any()
-    assert type(model.act) is nn.ReLU6 and model.act.inplace, "the original model keeps its modules"
+    assert type(model.act) is nn.ReLU6 and model.act.inplace, "the modules are given back"
+    with pytest.raises(RuntimeError, match="inside"):
+        with redirected_relu6(model):
+            raise RuntimeError("an error inside")
+    assert type(model.act) is nn.ReLU6 and model.act.inplace, "also after an error"
 
 
 def test_redirected_relu6_leaves_a_living_gradient_alone():
@@ -563,4 +568,6 @@ def test_redirected_relu6_leaves_a_living_gradient_alone():
     with torch.no_grad():
         model.first.bias.zero_()
     image = torch.rand(1, 3, 9, 9)
-    assert torch.equal(_unit_gradient(redirected_relu6(model), image), _unit_gradient(model, image))
+    plain = _unit_gradient(model, image)
+    with redirected_relu6(model):
+        assert torch.equal(_unit_gradient(model, image), plain)

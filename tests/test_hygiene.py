@@ -212,6 +212,11 @@ def _concepts():
     return concept_images(size=SIZE, per_concept=1, groups=("colour",), background="plain")
 
 
+def _under_redirect(model, images):
+    with featurevis.redirected_relu6(model):
+        return featurevis.evaluate(model, images, featurevis.channel(LAYER, 1))
+
+
 # ----------------------------------------------------------------------------- shared data for the building-blocks rows
 
 
@@ -324,7 +329,7 @@ HELPERS = {
     "render_class_logit": Helper(lambda m, x: render(m, featurevis.class_logit(1), steps=3, image_size=SIZE,
                                                      progress=False)),
     "evaluate": Helper(lambda m, x: featurevis.evaluate(m, x, featurevis.channel(LAYER, 1))),
-    "redirected_relu6": Helper(lambda m, x: featurevis.redirected_relu6(m).eval()(x.detach()), runs_model=False),
+    "redirected_relu6": Helper(lambda m, x: _under_redirect(m, x)),
     "deepdream": Helper(lambda m, x: deepdream(m, x, LAYER, octaves=2, steps=2, jitter=2, progress=False)),
     # 05 adversarial
     "fgsm": Helper(lambda m, x: fgsm(m, x, T, 4 / 255)),

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numbers
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -175,9 +176,9 @@ class IconCache:
         missing = sorted({channel for channel in wanted if (layer, channel) not in self._icons})
         if missing:
             directions = torch.eye(count)[missing]
-            optimized = redirected_relu6(self.model) if self.redirect else self.model
-            new = render_icons(optimized, layer, directions, icon_size=self.icon_size, steps=self.steps,
-                               cosine_power=self.cosine_power, seed=self.seed, progress=self.progress)
+            with redirected_relu6(self.model) if self.redirect else nullcontext():
+                new = render_icons(self.model, layer, directions, icon_size=self.icon_size, steps=self.steps,
+                                   cosine_power=self.cosine_power, seed=self.seed, progress=self.progress)
             self._icons.update({(layer, channel): icon for channel, icon in zip(missing, new)})
             self.rendered += len(missing)
         if not wanted:
@@ -462,7 +463,7 @@ def _path_attributions(model: nn.Module, x: torch.Tensor, layer: str, targets: l
     return attributions, attributions.flatten(1).sum(1) - (values[:, 1] - values[:, 0])
 
 
-def spatial_attribution(model: nn.Module, image: torch.Tensor, layer: str, target, n_steps: int = 32,
+def spatial_attribution(model: nn.Module, image: torch.Tensor, layer: str, target, n_steps: int = 128,
                         method: str = "gausslegendre", batch_size: int = 32, return_delta: bool = False,
                         progress: bool = False):
     """Integrated gradients on the units (C, H, W) of ``layer`` for one photo, from the zero activation.
@@ -471,7 +472,9 @@ def spatial_attribution(model: nn.Module, image: torch.Tensor, layer: str, targe
     :func:`attribution.integration_points`), with a forward hook replacing the layer's output.
     ``target``: a class index (the logit) or a :class:`LayerTarget` (a later layer's scalar).
     Completeness: the attributions sum to f(A) - f(0); ``return_delta=True`` also returns the
-    error ``attributions.sum() - (f(A) - f(0))`` as a float. Choose a whole block as the layer:
+    error ``attributions.sum() - (f(A) - f(0))`` as a float. From the zero activation most of the
+    change happens early on the path, so it takes many steps: on EfficientNet-Lite0's
+    ``blocks.4.0.bn2`` the relative error is 10 % with 32, 2.7 % with 64 and 1.1 % with 128 (the default). Choose a whole block as the layer:
     the rest of the network must depend on the input only through it.
 
     >>> attributions = spatial_attribution(model, load_image("chelsea"), "blocks.4", 281)
@@ -626,7 +629,7 @@ def _group_target(groups: NeuronGroups, index: int) -> LayerTarget:
 
 
 def information_flow(model: nn.Module, image: torch.Tensor, groups_a: NeuronGroups, groups_b: NeuronGroups, classes,
-                     n_steps: int = 32, batch_size: int = 32, progress: bool = False) -> Flow:
+                     n_steps: int = 128, batch_size: int = 32, progress: bool = False) -> Flow:
     """Attribution between the neuron groups of two layers (A before B) and the classes, for one photo.
 
     Layer-B group h's scalar is its unit-length direction summed over positions

@@ -9,7 +9,8 @@ again. The forward pass is unchanged, so the objective is measured as it is.
 """
 from __future__ import annotations
 
-import copy
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -27,11 +28,12 @@ class _RedirectedClamp(torch.autograd.Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         ordinary = grad * ((x > 0) & (x < 6))
+        stuck = ordinary.flatten(1).abs().amax(dim=1) == 0   # per image: no ordinary gradient at this layer at all
+        if not stuck.any():
+            return ordinary                                  # the usual case once the images are alive
         # A descent step moves x by -grad: below 0 only a negative grad brings the unit back, above 6 a positive one.
         back_into_range = ~(((x <= 0) & (grad > 0)) | ((x >= 6) & (grad < 0)))
-        redirected = grad * back_into_range
-        stuck = ordinary.flatten(1).norm(dim=1) == 0      # per image: no ordinary gradient at this layer at all
-        return torch.where(stuck.view(-1, *([1] * (x.dim() - 1))), redirected, ordinary)
+        return torch.where(stuck.view(-1, *([1] * (x.dim() - 1))), grad * back_into_range, ordinary)
 
 
 class _RedirectedReLU6(nn.ReLU6):
@@ -39,17 +41,25 @@ class _RedirectedReLU6(nn.ReLU6):
         return _RedirectedClamp.apply(x)
 
 
-def redirected_relu6(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose ReLU6 modules redirect the gradient of images stuck behind the clamp.
+@contextmanager
+def redirected_relu6(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block, the ReLU6 modules of ``model`` redirect the gradient of images stuck behind the clamp.
 
-    Use it only to *optimize* an image; the copy computes the same outputs as ``model``. In-place
-    ReLU6 modules become out-of-place ones (the custom backward needs the input).
+    Use it only to *optimize* an image: the forward pass is the same, the backward pass is not the
+    true gradient for stuck images. In-place ReLU6 modules run out of place inside (the custom
+    backward needs the input). On leaving, whatever happened, every module is as it was; nothing is
+    copied, so it costs nothing on a model without ReLU6.
 
-    >>> icons = render_icons(redirected_relu6(model), "blocks.4.0.bn2.drop", directions)
+    >>> with redirected_relu6(model):
+    ...     icons = render_icons(model, "blocks.4.0.bn2.drop", directions)
     """
-    redirected = copy.deepcopy(model)
-    for module in redirected.modules():
-        if type(module) is nn.ReLU6:
+    swapped = [(module, module.inplace) for module in model.modules() if type(module) is nn.ReLU6]
+    try:
+        for module, _ in swapped:
             module.__class__ = _RedirectedReLU6
             module.inplace = False
-    return redirected
+        yield model
+    finally:
+        for module, inplace in swapped:
+            module.__class__ = nn.ReLU6
+            module.inplace = inplace
