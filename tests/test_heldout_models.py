@@ -415,3 +415,30 @@ def test_train_mode_gives_the_eval_answer_and_the_model_back(held_out):
             model.eval()
     changed = [i for i, (a, b) in enumerate(zip(values, _everything(model))) if not torch.equal(a, b)]
     assert not changed, f"{len(changed)} parameters or buffers (BatchNorm statistics) changed in train mode"
+
+
+def test_building_blocks_on_held_out_models(held_out):
+    """Notebook 08's helpers on each architecture: dictionary, spatial attribution (complete), groups, their shares."""
+    from nnvis_helpers import blocks
+
+    model, image, target = held_out.model, held_out.images[:1], int(held_out.targets[0])
+    layer = held_out.arch.ig_layer
+    if held_out.name == "vit_tiny":  # tokens (N, 17, 192), not feature maps: a clear error, nothing run
+        with pytest.raises(ValueError, match="convolution"):
+            blocks.layer_view(model, image, layer)
+        with pytest.raises(ValueError, match="feature maps"):
+            blocks.spatial_attribution(model, image, layer, target)
+        return
+    view = blocks.layer_view(model, image, layer)
+    attributions, delta = blocks.spatial_attribution(model, image, layer, target, n_steps=128, batch_size=64,
+                                                     return_delta=True)
+    assert attributions.shape == view.activations.shape
+    gap = attributions.sum().item() - delta
+    # random weights put steep steps into the path integral: 64 points leave 4-8 % here, 1024 under 1 % (too slow for a test)
+    assert abs(delta) <= 0.1 * abs(gap) + 1e-4, f"completeness: delta {delta:.2e} for a gap of {gap:.2e}"
+    groups = blocks.neuron_groups(view, 2, signs="split")
+    shares = blocks.group_attribution(groups, attributions)
+    assert shares.shape == (2,) and torch.isfinite(shares).all()
+    cache = blocks.IconCache(model, icon_size=held_out.arch.size, steps=2, progress=False)
+    dictionary = blocks.semantic_dictionary(model, image, layer, k=2, cache=cache)
+    assert dictionary.map_size == view.map_size and cache.rendered == len(dictionary.icons)
