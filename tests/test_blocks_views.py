@@ -112,7 +112,7 @@ def test_explorer_falls_back_to_text_and_builds_its_widget():
 
     explorer = blocks_explorer(PHOTO, _dictionary(), make_groups, ks=[2, 3], k=3)
     bundle = explorer._repr_mimebundle_()
-    assert "BlocksExplorer of features.4" in bundle["text/plain"]
+    assert "BlocksExplorer of features.4" in bundle["text/plain"] and bundle["text/plain"] == repr(explorer)
     pytest.importorskip("ipywidgets")
     assert "application/vnd.jupyter.widget-view+json" in bundle, "a widget view where ipywidgets is installed"
     assert calls == [3], "groups made for the shown k only"

@@ -382,11 +382,13 @@ class BlocksExplorer:
         self.widget = widgets.VBox([widgets.HBox([k_slider, status]), widgets.HBox([board, picture])])
         return self.widget
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
+    def __repr__(self) -> str:
         rows, columns = self.dictionary.map_size
-        text = (f"BlocksExplorer of {self.dictionary.layer} ({rows} x {columns} positions, k in {self.ks}; static view: run "
+        return (f"BlocksExplorer of {self.dictionary.layer} ({rows} x {columns} positions, k in {self.ks}; static view: run "
                 "the notebook in Jupyter or Colab to click positions — the figures above show the same)")
-        return widget_or_text(text, lambda: self.widget or self._build_widget())
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return widget_or_text(repr(self), lambda: self.widget or self._build_widget())
 
 
 def blocks_explorer(image: torch.Tensor, dictionary: SemanticDictionary, make_groups: Callable[[int], NeuronGroups],
