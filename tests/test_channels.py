@@ -300,6 +300,7 @@ def test_card_explorer_steps_through_channels_and_reuses_the_pass():
     assert explorer.top("6") is top  # no second pass for a layer already collected
     bundle = explorer._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle and "CardExplorer" in bundle["text/plain"]
+    assert bundle["text/plain"] == repr(explorer), "print(explorer) shows the same line where the widget cannot run"
     controls, status, picture = explorer.widget.children
     layer, channel, previous, following = controls.children
     first = picture.value

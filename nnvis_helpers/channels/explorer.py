@@ -77,10 +77,12 @@ class CardExplorer:
         self.widget = widgets.VBox([widgets.HBox([layer, channel, previous, following]), status, picture])
         return self.widget
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        text = (f"CardExplorer of {', '.join(self.layers)} (static view: run the notebook in Jupyter or Colab to browse "
+    def __repr__(self) -> str:
+        return (f"CardExplorer of {', '.join(self.layers)} (static view: run the notebook in Jupyter or Colab to browse "
                 "the cards; draw_cards shows a grid here)")
-        return widget_or_text(text, lambda: self.widget or self._build_widget())
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return widget_or_text(repr(self), lambda: self.widget or self._build_widget())
 
 
 def card_explorer(model: nn.Module, data, layers, k: int = 6, icons: bool = True, ignore_border: int = 0,
