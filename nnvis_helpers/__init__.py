@@ -115,7 +115,7 @@ from .saliency import (
     vanilla_gradient,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 __all__ = [
     # foundation
