@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..architecture import widget_or_text
+from ..images import to_numpy
 from .compute import ActivationGrid, Flow, NeuronGroups, SemanticDictionary
 
 __all__ = ["group_colours", "draw_dictionary", "draw_activation_grid", "draw_attribution", "draw_group_map", "draw_groups", "draw_flow",
@@ -27,8 +28,7 @@ def group_colours(k: int) -> np.ndarray:
 
 
 def _picture(image: torch.Tensor) -> np.ndarray:
-    image = image[0] if image.dim() == 4 else image
-    return image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
+    return to_numpy(image[0] if image.dim() == 4 else image).clip(0, 1)
 
 
 def _cell_box(map_size: tuple[int, int], image_size: tuple[int, int], row: int, column: int):
@@ -215,8 +215,8 @@ def draw_groups(image: torch.Tensor, groups: NeuronGroups, icons: torch.Tensor |
     rows = 1 + has_icons + has_bars
     figure, axes = plt.subplots(rows, k + 1, figsize=(2.1 * (k + 1), 2.2 * rows + 0.3 * has_bars), squeeze=False)
     picture = _picture(image)
-    axes[0, 0].imshow(_group_mosaic(image, groups))
-    axes[0, 0].set_title("dominant group", fontsize=9)
+    draw_group_map(image, groups, ax=axes[0, 0], title="dominant group")
+    axes[0, 0].title.set_fontsize(9)
     maps = _upsample(groups.maps, picture.shape[:2])
     top = maps.max().clamp(min=1e-12)
     for group in range(k):
