@@ -74,6 +74,14 @@ _MORE_PHOTOS: dict[str, tuple[Callable[[], np.ndarray], str]] = {
 }
 _OFFLINE_PHOTOS = {**_SAMPLES, **_MORE_PHOTOS}
 
+# Colourful pictures with strong textures, the styles of notebook 09's style transfer. Not photos of
+# objects, so not part of the offline photo stream; ``load_image`` reads them by name.
+_STYLE_PICTURES: dict[str, tuple[Callable[[], np.ndarray], str]] = {
+    "hubble": (_skimage("hubble_deep_field"), "the Hubble deep field, galaxies on black (scikit-image)"),
+    "ihc": (_skimage("immunohistochemistry"), "immunohistochemical staining of colon tissue (scikit-image)"),
+}
+_NAMED_PICTURES = {**_OFFLINE_PHOTOS, **_STYLE_PICTURES}
+
 
 def sample_images() -> list[str]:
     """The names of the sample photos that ship offline, for ``load_image(name)``.
@@ -86,7 +94,7 @@ def sample_images() -> list[str]:
 
 def describe_sample(name: str) -> str:
     """What the offline photo ``name`` shows, and where it comes from."""
-    return _OFFLINE_PHOTOS[name][1]
+    return _NAMED_PICTURES[name][1]
 
 
 def _to_rgb_array(picture: np.ndarray | Image.Image) -> np.ndarray:
@@ -131,8 +139,8 @@ def _over_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 def _open_source(source: str | os.PathLike) -> Image.Image | np.ndarray:
     text = str(source)
-    if text in _OFFLINE_PHOTOS:
-        return _OFFLINE_PHOTOS[text][0]()
+    if text in _NAMED_PICTURES:
+        return _NAMED_PICTURES[text][0]()
     if text.startswith(("http://", "https://")):
         try:
             request = urllib.request.Request(text, headers={"User-Agent": "nnvis-course"})

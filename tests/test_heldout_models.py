@@ -442,3 +442,45 @@ def test_building_blocks_on_held_out_models(held_out):
     cache = blocks.IconCache(model, icon_size=held_out.arch.size, steps=2, progress=False)
     dictionary = blocks.semantic_dictionary(model, image, layer, k=2, cache=cache)
     assert dictionary.map_size == view.map_size and cache.rendered == len(dictionary.icons)
+
+
+#: Per architecture: (the layer to invert / caricature, style layers (feature maps), content layer). Early layers:
+#: the forward passes stop after the last one needed, which keeps VGG-16 and DenseNet-121 quick.
+STYLE_PICKS = {
+    "resnet18": ("layer2", ["relu", "layer1"], "layer2"),
+    "mobilenet_v3_small": ("features.2", ["features.0", "features.1"], "features.2"),
+    "vit_tiny": ("blocks.1", ["patch_embed.proj"], "blocks.1"),  # tokens (N, 17, 192): matched as they are
+    "vgg16_colab": ("features.8", ["features.1", "features.6"], "features.8"),
+    "cifar_cnn": ("features.6", ["features.2", "features.6"], "features.6"),
+    "densenet121": ("features.denseblock1", ["features.relu0", "features.denseblock1"], "features.transition1"),
+}
+
+
+def test_inversion_and_style_on_held_out_models(held_out):
+    """Notebook 09's recipes on each architecture: right shapes, better objectives, the model as it was (train mode too)."""
+    from nnvis_helpers.featurevis import caricature, invert, style_transfer
+
+    model, photo, painting, size = held_out.model, held_out.images[:1], held_out.images[1:], held_out.arch.size
+    layer, style_layers, content_layer = STYLE_PICKS[held_out.name]
+    values = _everything(model)
+    images, history = invert(model, photo, layer, steps=2, lr=0.1, progress=False, return_history=True)
+    assert images.shape == (1, 3, size, size) and images.min() >= 0 and images.max() <= 1
+    assert torch.isfinite(history).all() and history[-1] > history[0], f"inversion did not improve: {history.tolist()}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the ViT accepts one size: render resizes the transformed images
+        pictures, history = caricature(model, photo, layer, steps=2, progress=False, return_history=True)
+    assert pictures.shape == (1, 3, size, size) and pictures.min() >= 0 and pictures.max() <= 1
+    assert torch.isfinite(history).all()
+    model.train()
+    try:
+        result, losses = style_transfer(model, photo, painting, style_layers=style_layers, content_layer=content_layer,
+                                        steps=2, lr=0.1, progress=False, return_losses=True)
+        assert model.training and all(m.training for m in model.modules()), "style_transfer left eval mode on"
+    finally:
+        model.eval()
+    assert result.shape == (1, 3, size, size) and result.min() >= 0 and result.max() <= 1
+    assert losses["content"][0] == pytest.approx(0.0, abs=1e-6), "it starts at the content photo"
+    assert losses["style"][1] < losses["style"][0], f"the style loss did not fall: {losses}"
+    changed = [i for i, (a, b) in enumerate(zip(values, _everything(model))) if not torch.equal(a, b)]
+    assert not changed, f"{len(changed)} parameters or buffers (BatchNorm statistics) changed"
+    assert not any(p.grad is not None for p in model.parameters()), ".grad written on the model"

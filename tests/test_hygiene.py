@@ -331,6 +331,18 @@ HELPERS = {
     "evaluate": Helper(lambda m, x: featurevis.evaluate(m, x, featurevis.channel(LAYER, 1))),
     "redirected_relu6": Helper(lambda m, x: _under_redirect(m, x)),
     "deepdream": Helper(lambda m, x: deepdream(m, x, LAYER, octaves=2, steps=2, jitter=2, progress=False)),
+    # 09 feature inversion, caricatures, style transfer (default_style_layers: in NOT_HELPERS)
+    "photo_activations": Helper(lambda m, x: featurevis.photo_activations(m, x, [LAYER, "features.5",
+                                                                              featurevis.MODEL_OUTPUT])),
+    "invert": Helper(lambda m, x: featurevis.invert(m, x[:1], [LAYER, featurevis.MODEL_OUTPUT], tv_weight=0.1,
+                                                    steps=2, progress=False, return_history=True)),
+    "caricature": Helper(lambda m, x: featurevis.caricature(m, x[:1], LAYER, steps=2, progress=False)),
+    "style_transfer": Helper(lambda m, x: featurevis.style_transfer(
+        m, x[:1], x[1:], style_layers=["features.2", LAYER], content_layer=LAYER, steps=2, progress=False,
+        return_losses=True)),
+    "style_transfer_noise_pixels": Helper(lambda m, x: featurevis.style_transfer(
+        m, x[:1], x[1:], style_layers=[LAYER], content_layer="features.5", param="pixels", init="noise", steps=2,
+        progress=False, return_losses=True)),
     # 05 adversarial
     "fgsm": Helper(lambda m, x: fgsm(m, x, T, 4 / 255)),
     "bim": Helper(lambda m, x: bim(m, x, T, 4 / 255, steps=3)),
@@ -398,6 +410,7 @@ NOT_HELPERS = {
     "model_info": "reads model.info of a load_model model",
     "LayerPicker": "the object layer_picker returns (tested through layer_picker)",
     "ActivationRunner": "the engine of render / evaluate / deepdream (tested through them)",
+    "default_style_layers": "looks the model's name up in STYLE_LAYERS, never runs the model",
     "atlas.atlas_explorer": "a widget over an atlas already made (plotting)",
     "atlas.show_cell": "draws an atlas cell (plotting)",
     "atlas.class_names": "reads the labels",

@@ -129,13 +129,16 @@ def _frequencies(height: int, width: int) -> torch.Tensor:
     return torch.sqrt(fx * fx + fy * fy)
 
 
-def fourier(sd: float = 0.01, decay_power: float = 1.0, decorrelate: bool = True):
+def fourier(sd: float = 0.01, decay_power: float = 1.0, decorrelate: bool = True, init: torch.Tensor | None = None):
     """Optimize the image's Fourier spectrum, scaled by 1/|f|^decay_power (Lucid's ``fft_image``).
 
     Low frequencies get as large steps as high ones, so the optimizer stops favouring noise.
-    ``decorrelate=True`` also decorrelates the colours.
+    ``decorrelate=True`` also decorrelates the colours. ``init``: start from these images
+    (N or 1, 3, H, W) instead of grey noise; their spectrum becomes the starting parameters, so
+    the first image is ``init`` itself (to 1e-3: pixels are kept inside [0.001, 0.999]).
 
     >>> images = render(model, channel("blocks.3", 5), param=fourier())
+    >>> styled = render(model, objective, param=fourier(init=photo), image_size=photo.shape[-2:])
     """
 
     def build(batch_size: int, image_size: tuple[int, int], device, generator: torch.Generator) -> ImageParam:
@@ -143,7 +146,14 @@ def fourier(sd: float = 0.01, decay_power: float = 1.0, decorrelate: bool = True
         frequencies = _frequencies(height, width)
         scale = 1.0 / frequencies.clamp(min=1.0 / max(height, width)) ** decay_power
         scale = scale[None, None, :, :, None].to(device)  # real and imaginary parts alike
-        raw = _random((batch_size, 3, *frequencies.shape, 2), sd, generator, device)
+        if init is None:
+            raw = _random((batch_size, 3, *frequencies.shape, 2), sd, generator, device)
+        else:  # the inverse of make() below: logit, colours back, times Lucid's 4, spectrum, divided by the scale
+            spatial = _logit(_init_batch(init, batch_size, image_size, device))
+            if decorrelate:
+                spatial = _rgb_to_decorrelated(spatial)
+            spectrum = torch.fft.rfft2(4.0 * spatial, norm="ortho")
+            raw = torch.view_as_real(spectrum) / scale
 
         def make(raw):
             spectrum = torch.view_as_complex((scale * raw).contiguous())
