@@ -15,6 +15,10 @@ captum's, so the two implementations can be compared number for number.
 * :func:`make_baseline`, :func:`noise_baselines`: black, white, noise and blurred baselines.
 * :func:`path_profile`: the class score and its gradient along the path (the saturation demo).
 * :func:`integration_points`: the points a_s and weights w_s of each method.
+* ``method="adaptive"``: adaptive quadrature along the path. A forward-only scan cuts the path into
+  segments whose exact integral F(b) - F(a) is known; gradients go to the midpoints of the segments
+  whose midpoint rule misses it most, bisected round after round (:func:`adaptive_rule` shows them).
+  No IG library offers it.
 """
 from __future__ import annotations
 
@@ -34,6 +38,9 @@ __all__ = [
     "METHODS",
     "BASELINES",
     "integration_points",
+    "ADAPTIVE",
+    "AdaptiveRule",
+    "adaptive_rule",
     "make_baseline",
     "noise_baselines",
     "integrated_gradients",
@@ -45,17 +52,18 @@ __all__ = [
 ]
 
 METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+ADAPTIVE = "adaptive"  # integrated_gradients only: the points depend on the path (adaptive_rule)
 BASELINES = ("black", "white", "noise", "blur")
 
 
 # ----------------------------------------------------------------------------- quadrature
 
 
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        close = difflib.get_close_matches(str(method), METHODS, n=1, cutoff=0.4)
+def _check_method(method: str, allowed: tuple[str, ...] = METHODS) -> None:
+    if method not in allowed:
+        close = difflib.get_close_matches(str(method), allowed, n=1, cutoff=0.4)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown integration method {method!r}; use one of {', '.join(METHODS)}.{hint}")
+        raise ValueError(f"unknown integration method {method!r}; use one of {', '.join(allowed)}.{hint}")
 
 
 def _check_steps(n_steps: int, method: str) -> None:
@@ -264,6 +272,151 @@ def _straight_path_points(n_paths: int, method: str, n_steps: int, device, dtype
     )
 
 
+class AdaptiveRule(NamedTuple):
+    """The rule adaptive IG ended with, per path: its segments and their midpoints (P, S), NaN-padded."""
+
+    starts: torch.Tensor  # segment starts in [0, 1]
+    ends: torch.Tensor  # segment ends
+    midpoints: torch.Tensor  # where the gradients were taken (one per segment)
+    scan: torch.Tensor  # the scan: F at scan_points + 1 evenly spaced points, (P, K + 1)
+
+
+def _points_gradients(model: nn.Module, starts: torch.Tensor, differences: torch.Tensor, targets: torch.Tensor,
+                      pair: torch.Tensor, alpha: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient images and scores F at the points start_p + a diff_p, in batches: (Q, 3, H, W), (Q,)."""
+    view = (-1,) + (1,) * (starts.dim() - 1)
+    gradients, scores = [], []
+    for first in range(0, len(pair), batch_size):
+        chunk = pair[first:first + batch_size]
+        points = starts[chunk] + alpha[first:first + batch_size].view(view) * differences[chunk]
+        points.requires_grad_(True)
+        with torch.enable_grad():
+            values = class_scores(model(points), targets[chunk])
+            (gradient,) = torch.autograd.grad(values.sum(), points)
+        gradients.append(gradient)
+        scores.append(values.detach())
+    return torch.cat(gradients), torch.cat(scores)
+
+
+def _adaptive_sums(model: nn.Module, starts: torch.Tensor, differences: torch.Tensor, targets: torch.Tensor,
+                   n_steps: int, scan_points: int, batch_size: int, progress: bool) -> tuple[torch.Tensor, AdaptiveRule]:
+    """Adaptive quadrature of the path integral of every path: sum_s h_s grad F(midpoint_s), and the rule used.
+
+    1. Scan: F at K + 1 evenly spaced points (forward passes without gradients); the K intervals are the
+       first segments, K = ``scan_points`` (one more if needed to make n_steps - K even).
+    2. One gradient at each segment's midpoint. On a segment [a, b] the integral of dF/da is known exactly,
+       F(b) - F(a), so |h * slope(midpoint) - (F(b) - F(a))| is the segment's error, not an estimate.
+    3. Rounds: bisect the segments with the largest errors; the midpoint's F, known from its gradient pass,
+       is the new boundary, and the two halves get their own midpoints. Until n_steps gradients are spent.
+    """
+    n_paths = len(starts)
+    device, dtype = starts.device, starts.dtype
+    k = min(scan_points, n_steps)
+    if (n_steps - k) % 2:
+        k += 1 if k < n_steps else -1
+    scan = torch.linspace(0, 1, k + 1, device=device, dtype=torch.float64)
+    scan_pair = torch.arange(n_paths, device=device).repeat_interleave(k + 1)
+    view = (-1,) + (1,) * (starts.dim() - 1)
+    with torch.no_grad():
+        scan_scores = torch.cat([
+            class_scores(model(starts[scan_pair[first:first + batch_size]]
+                               + scan.to(dtype).repeat(n_paths)[first:first + batch_size].view(view)
+                               * differences[scan_pair[first:first + batch_size]]),
+                         targets[scan_pair[first:first + batch_size]])
+            for first in range(0, len(scan_pair), batch_size)
+        ]).view(n_paths, k + 1).double()
+    # Segments, per path, as flat lists of rows: path, a, b, F(a), F(b), midpoint's slope, gradient row, alive.
+    seg_path = torch.arange(n_paths, device=device).repeat_interleave(k)
+    seg_a = scan[:-1].repeat(n_paths)
+    seg_b = scan[1:].repeat(n_paths)
+    seg_fa = scan_scores[:, :-1].flatten()
+    seg_fb = scan_scores[:, 1:].flatten()
+    gradient_rows: list[torch.Tensor] = []
+
+    def evaluate(paths, a, b):
+        middle = (a + b) / 2
+        gradients, values = _points_gradients(model, starts, differences, targets, paths, middle.to(dtype), batch_size)
+        slopes = (gradients * differences[paths]).flatten(1).sum(1).double()
+        gradient_rows.append(gradients)
+        return middle, values.double(), slopes
+
+    spent = 0
+    with _progress(n_steps, progress, "adaptive integrated gradients") as bar:
+        middle, f_middle, slopes = evaluate(seg_path, seg_a, seg_b)
+        spent += len(seg_path) // n_paths
+        bar.update(len(seg_path) // n_paths)
+        seg_mid, seg_fm, seg_slope = middle, f_middle, slopes
+        seg_row = torch.arange(len(seg_path), device=device)
+        alive = torch.ones(len(seg_path), dtype=torch.bool, device=device)
+        rounds = 16  # more rounds zoom in further; each is one batched gradient pass
+        while spent < n_steps:
+            splits = max(1, math.ceil((n_steps - spent) / 2 / rounds))
+            splits = min(splits, (n_steps - spent) // 2)
+            rounds = max(1, rounds - 1)
+            error = ((seg_b - seg_a) * seg_slope - (seg_fb - seg_fa)).abs()
+            error = torch.where(alive, error, torch.full_like(error, -1.0))
+            # the `splits` worst live segments of every path
+            per_path = torch.full((n_paths, len(error)), -2.0, dtype=torch.float64, device=device)
+            per_path[seg_path, torch.arange(len(error), device=device)] = error
+            chosen = per_path.topk(splits, dim=1).indices.flatten()
+            chosen = chosen[error[chosen] >= 0]
+            alive[chosen] = False
+            paths = seg_path[chosen].repeat(2)
+            new_a = torch.cat([seg_a[chosen], seg_mid[chosen]])
+            new_b = torch.cat([seg_mid[chosen], seg_b[chosen]])
+            new_fa = torch.cat([seg_fa[chosen], seg_fm[chosen]])
+            new_fb = torch.cat([seg_fm[chosen], seg_fb[chosen]])
+            middle, f_middle, slopes = evaluate(paths, new_a, new_b)
+            seg_row = torch.cat([seg_row, len(seg_row) + torch.arange(len(paths), device=device)])
+            seg_path, seg_a, seg_b = torch.cat([seg_path, paths]), torch.cat([seg_a, new_a]), torch.cat([seg_b, new_b])
+            seg_fa, seg_fb = torch.cat([seg_fa, new_fa]), torch.cat([seg_fb, new_fb])
+            seg_mid, seg_fm, seg_slope = torch.cat([seg_mid, middle]), torch.cat([seg_fm, f_middle]), torch.cat([seg_slope, slopes])
+            alive = torch.cat([alive, torch.ones(len(paths), dtype=torch.bool, device=device)])
+            spent += 2 * splits
+            bar.update(2 * splits)
+    gradients = torch.cat(gradient_rows)
+    weights = torch.where(alive, seg_b - seg_a, torch.zeros_like(seg_a)).to(dtype)
+    sums = torch.zeros_like(starts)
+    sums.index_add_(0, seg_path, gradients * weights.view(view))
+    counts = torch.bincount(seg_path[alive], minlength=n_paths)
+    width = int(counts.max())
+    rule = [torch.full((n_paths, width), float("nan"), dtype=torch.float64) for _ in range(3)]
+    for path in range(n_paths):
+        keep = (seg_path == path) & alive
+        order = seg_a[keep].argsort()
+        for tensor, values in zip(rule, (seg_a[keep], seg_b[keep], seg_mid[keep])):
+            tensor[path, : int(keep.sum())] = values[order].cpu()
+    return sums, AdaptiveRule(*rule, scan_scores.cpu())
+
+
+def adaptive_rule(model: nn.Module, image: torch.Tensor, target, baseline=None, n_steps: int = 64, scan_points: int = 16,
+                  batch_size: int = 32) -> AdaptiveRule:
+    """The segments and gradient points that ``method="adaptive"`` ends with on one path, to draw them.
+
+    >>> rule = adaptive_rule(model, photo, 281, "black", n_steps=64)
+    >>> plt.plot(rule.midpoints[0], ...)
+    """
+    x, targets = prepare(model, image, target)
+    if len(image) != 1:
+        raise ValueError(f"adaptive_rule follows one path: give one image (1, 3, H, W), got {len(image)}.")
+    _check_adaptive(n_steps, scan_points)
+    batch_size = _check_batch_size(batch_size)
+    stacked = _as_baselines(image, baseline)
+    if stacked.shape[0] != 1:
+        raise ValueError("adaptive_rule follows one path: give one baseline (1, 3, H, W).")
+    start = stacked[0].to(x)
+    with preserve_model_state(model):
+        _, rule = _adaptive_sums(model, start, x - start, targets, n_steps, scan_points, batch_size, progress=False)
+    return rule
+
+
+def _check_adaptive(n_steps, scan_points) -> None:
+    _check_steps(n_steps, "gausslegendre")
+    if n_steps < 2:
+        raise ValueError("method='adaptive' needs n_steps >= 2 (gradient points on the path).")
+    check_number(scan_points, "scan_points", low=1, integer=True)
+
+
 def completeness_delta(
     model: nn.Module,
     attributions: torch.Tensor,
@@ -299,12 +452,16 @@ def integrated_gradients(
     batch_size: int = 32,
     return_delta: bool = False,
     progress: bool = True,
+    scan_points: int = 16,
 ):
     """Integrated gradients of the class score ``target`` for images (N, 3, H, W) -> (N, 3, H, W).
 
     ``baselines``: None or ``"black"`` (zeros), ``"white"``, ``"noise"``, ``"blur"``, a number,
     a tensor (N or 1, 3, H, W), or (K, N or 1, 3, H, W) to average IG over K baselines.
-    ``method``: one of :data:`METHODS`, with ``n_steps`` points on each path. ``batch_size``
+    ``method``: one of :data:`METHODS`, with ``n_steps`` points on each path, or ``"adaptive"``:
+    ``scan_points + 1`` forward passes without gradients along each path, then ``n_steps`` gradients
+    spent where the error is (midpoints of segments bisected where |h slope - (F(b) - F(a))| is
+    largest; :func:`adaptive_rule` shows the segments). ``batch_size``
     path points go through the model at once (it changes speed and memory, not the result).
     ``return_delta=True`` also returns the completeness error
     ``sum(attributions) - (F(x) - F(x'))`` per image, shape (N,).
@@ -313,18 +470,26 @@ def integrated_gradients(
     """
     x, targets = prepare(model, images, target)
     device = x.device
-    _check_method(method)
-    _check_steps(n_steps, method)
+    _check_method(method, METHODS + (ADAPTIVE,))
+    adaptive = method == ADAPTIVE
+    if adaptive:
+        _check_adaptive(n_steps, scan_points)
+    else:
+        _check_steps(n_steps, method)
     batch_size = _check_batch_size(batch_size)
     stacked = _as_baselines(images, baselines)  # (K, N, 3, H, W)
     k, n = stacked.shape[:2]
     starts = stacked.to(x).reshape(k * n, *images.shape[1:])
     differences = x.repeat(k, 1, 1, 1) - starts
     with preserve_model_state(model):
-        points = _straight_path_points(k * n, method, n_steps, device, x.dtype)
-        sums = _path_gradient_sums(
-            model, starts, differences, targets.repeat(k), *points, batch_size, progress, "integrated gradients"
-        )
+        if adaptive:
+            sums, _ = _adaptive_sums(model, starts, differences, targets.repeat(k), n_steps, scan_points, batch_size,
+                                     progress)
+        else:
+            points = _straight_path_points(k * n, method, n_steps, device, x.dtype)
+            sums = _path_gradient_sums(
+                model, starts, differences, targets.repeat(k), *points, batch_size, progress, "integrated gradients"
+            )
         attributions = (sums * differences).view(k, n, *images.shape[1:]).mean(0)
         if return_delta:
             delta = _delta(model, attributions, x, targets, starts, batch_size)

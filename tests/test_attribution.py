@@ -13,6 +13,7 @@ from torch import nn
 from nnvis_helpers import LayerNotFoundError, load_images
 from nnvis_helpers.attribution import (
     METHODS,
+    adaptive_rule,
     completeness_delta,
     expected_gradients,
     integrated_gradients,
@@ -320,6 +321,8 @@ class ExplodingCNN(TinyCNN):
 
 def every_helper(model, images):
     yield lambda: integrated_gradients(model, images, 1, n_steps=4, batch_size=3, return_delta=True, progress=False)
+    yield lambda: integrated_gradients(model, images, 1, n_steps=4, method="adaptive", scan_points=3, batch_size=3,
+                                       return_delta=True, progress=False)
     yield lambda: layer_integrated_gradients(model, images, 1, "features.3", n_steps=4, batch_size=3, return_delta=True, progress=False)
     yield lambda: expected_gradients(model, images, 1, images, n_samples=4, batch_size=3, return_delta=True, progress=False)
     yield lambda: path_profile(model, images[:1], 1, n_points=6, batch_size=3, progress=False)
@@ -395,3 +398,83 @@ def test_baseline_builders(images):
     blurred = make_baseline(images, "blur", blur_sigma=2)
     assert blurred.std() < images.std() / 2, "a blur must remove most of the pixel noise"
     assert noise_baselines(images, n=4).shape == (4, *images.shape)
+
+
+# ----------------------------------------------------------------------------- adaptive points
+
+
+def test_adaptive_rule_covers_the_path_once_and_spends_the_budget(tiny_cnn, images):
+    for n_steps, scan_points in ((64, 16), (9, 4), (2, 16)):
+        rule = adaptive_rule(tiny_cnn, images[:1], 1, "black", n_steps=n_steps, scan_points=scan_points)
+        starts, ends, middles = (t[0][~t[0].isnan()] for t in (rule.starts, rule.ends, rule.midpoints))
+        assert starts[0] == 0 and ends[-1] == 1 and torch.equal(starts[1:], ends[:-1]), "segments tile [0, 1]"
+        assert torch.allclose(middles, (starts + ends) / 2)
+        bisections = len(starts) - min(scan_points, n_steps) - (1 if (n_steps - min(scan_points, n_steps)) % 2 else 0)
+        # every gradient is spent: one per first segment, two per bisection (the bisected parent's is not kept)
+        assert len(starts) + max(bisections, 0) <= n_steps and len(starts) >= n_steps // 2, (n_steps, len(starts))
+
+
+def test_adaptive_rule_bisects_where_the_score_jumps():
+    # A 1-D toy on a single pixel: F(x) = 10 * sigmoid(200 (x - 0.03)): a steep rise near the baseline.
+    class Steep(nn.Module):
+        def forward(self, x):
+            return torch.stack([torch.zeros(len(x)), 10 * torch.sigmoid(200 * (x.flatten(1).mean(1) - 0.03))], dim=1)
+
+    model = Steep()
+    image = torch.ones(1, 3, 4, 4)
+    rule = adaptive_rule(model, image, 1, "black", n_steps=32, scan_points=8)
+    middles = rule.midpoints[0][~rule.midpoints[0].isnan()]
+    assert (middles < 0.125).sum() > (middles > 0.5).sum() + 5, middles
+    fixed, fixed_delta = integrated_gradients(model, image, 1, n_steps=32, return_delta=True, progress=False)
+    adaptive, delta = integrated_gradients(model, image, 1, n_steps=32, method="adaptive", scan_points=8,
+                                           return_delta=True, progress=False)
+    assert abs(float(delta)) < 0.25 * abs(float(fixed_delta)), (float(delta), float(fixed_delta))
+
+
+@pytest.mark.parametrize("baseline", ["black", "noise"])
+def test_adaptive_ig_is_exact_on_a_linear_model(linear_model, images, baseline):
+    images = images.double()
+    baselines = make_baseline(images, baseline, seed=0)
+    ours, delta = integrated_gradients(linear_model, images, 2, baselines=baselines, n_steps=6, method="adaptive",
+                                       scan_points=4, return_delta=True, progress=False)
+    assert torch.allclose(ours, linear_ig(linear_model, images, baselines, 2), atol=1e-12)
+    assert delta.abs().max() < 1e-10
+
+
+def test_adaptive_ig_on_a_smooth_model_agrees_with_gauss_legendre(images):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * (SIZE - 2) ** 2, 3)).double().eval()
+    images = images.double()
+    fixed = integrated_gradients(model, images, 1, n_steps=64, progress=False)
+    adaptive, delta = integrated_gradients(model, images, 1, n_steps=64, method="adaptive", return_delta=True,
+                                           progress=False)
+    assert relative_error(adaptive, fixed) < 1e-3
+    assert delta.abs().max() < 1e-4
+
+
+def test_adaptive_ig_gap_falls_as_the_budget_grows(tiny_cnn, images):
+    gaps = []
+    for n_steps in (8, 32, 128):
+        _, delta = integrated_gradients(tiny_cnn, images, 1, n_steps=n_steps, method="adaptive", scan_points=4,
+                                        return_delta=True, progress=False)
+        gaps.append(float(delta.abs().max()))
+    assert gaps[2] < gaps[0] and gaps[1] < gaps[0], gaps
+
+
+def test_adaptive_ig_batch_size_does_not_change_the_result(tiny_cnn, images):
+    first = integrated_gradients(tiny_cnn, images, 1, n_steps=20, method="adaptive", batch_size=3, progress=False)
+    second = integrated_gradients(tiny_cnn, images, 1, n_steps=20, method="adaptive", batch_size=1000, progress=False)
+    assert torch.allclose(first, second, atol=1e-6)
+
+
+def test_adaptive_ig_bad_input(tiny_cnn, images):
+    before = snapshot(tiny_cnn)
+    with pytest.raises(ValueError, match="n_steps"):
+        integrated_gradients(tiny_cnn, images, 1, n_steps=1, method="adaptive", progress=False)
+    with pytest.raises(ValueError, match="scan_points"):
+        integrated_gradients(tiny_cnn, images, 1, n_steps=8, method="adaptive", scan_points=0, progress=False)
+    with pytest.raises(ValueError, match="adaptive"):
+        integrated_gradients(tiny_cnn, images, 1, method="adaptiv", progress=False)
+    with pytest.raises(ValueError, match="one path"):
+        adaptive_rule(tiny_cnn, images, 1)
+    assert_untouched(tiny_cnn, before)
