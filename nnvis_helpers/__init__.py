@@ -6,13 +6,15 @@ The modules read like the course's table of contents:
   ``datasets`` (pictures in quantity and ``collect_activations``)
 * 01 ``architecture``: layer tables, receptive fields, the layer map, TensorBoard and torchviz
 * 02 ``saliency``: gradients, guided backprop, SmoothGrad, Grad-CAM, occlusion, sanity checks
-* 03 ``attribution``: integrated gradients, baselines, layer integrated gradients
+* 03 ``attribution``: integrated gradients (fixed and adaptive quadrature), baselines, layer integrated gradients
 * 04 ``featurevis``: objectives, parameterizations, transforms, ``render``, ``deepdream``
 * 05 ``adversarial``: FGSM, BIM, PGD, DeepFool, Carlini–Wagner, evaluation helpers
 * 06 ``atlas``: activation atlas — layout, grid, batched icons, class view, paths across it
 * 07 ``channels``: what a filter responds to — dataset examples, receptive-field crops, cards, dissection, a browser
 * 08 ``blocks``: the building blocks of interpretability — semantic dictionary, activation grid, spatial attribution,
   neuron groups, information flow
+* 09 ``featurevis.inversion`` and ``featurevis.style``: feature inversion, caricatures, style transfer
+* 10 ``faithfulness``: deletion and insertion curves, infidelity, max-sensitivity
 
 Everything below is re-exported here, so ``from nnvis_helpers import grad_cam`` works; the
 feature-visualization building blocks (``channel``, ``fourier``, ``jitter``, ...) are used as
@@ -52,9 +54,12 @@ from .atlas import activation_atlas, draw_atlas
 from .blocks import activation_grid, neuron_groups, semantic_dictionary, spatial_attribution
 from .channels import channel_cards, export_browser, top_examples
 from .attribution import (
+    ADAPTIVE,
     BASELINES,
     METHODS,
+    AdaptiveRule,
     PathProfile,
+    adaptive_rule,
     completeness_delta,
     expected_gradients,
     integrated_gradients,
@@ -65,6 +70,16 @@ from .attribution import (
     path_profile,
 )
 from .checks import check_images, check_target
+from .faithfulness import (
+    Curve,
+    deletion_curve,
+    infidelity,
+    infidelity_noise,
+    insertion_curve,
+    perturbation_curve,
+    sensitivity_max,
+    sensitivity_perturbations,
+)
 from .config import is_fast, pick, quality, seed_everything
 from .datasets import (
     ActivationSet,
@@ -138,7 +153,7 @@ __all__ = [
     "last_conv_layer", "occlusion", "relative_error", "relu6_as_relu", "sanity_check_randomization",
     "smoothgrad", "vanilla_gradient",
     # 03 attribution
-    "BASELINES", "METHODS", "PathProfile", "completeness_delta", "expected_gradients", "integrated_gradients",
+    "ADAPTIVE", "BASELINES", "METHODS", "AdaptiveRule", "PathProfile", "adaptive_rule", "completeness_delta", "expected_gradients", "integrated_gradients",
     "integration_points", "layer_integrated_gradients", "make_baseline", "noise_baselines", "path_profile",
     # 04 feature visualization
     "featurevis", "render", "deepdream",
@@ -151,4 +166,7 @@ __all__ = [
     "channels", "channel_cards", "export_browser", "top_examples",
     # 08 building blocks
     "blocks", "activation_grid", "neuron_groups", "semantic_dictionary", "spatial_attribution",
+    # 10 faithfulness
+    "Curve", "deletion_curve", "infidelity", "infidelity_noise", "insertion_curve", "perturbation_curve", "sensitivity_max",
+    "sensitivity_perturbations",
 ]

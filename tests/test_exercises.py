@@ -11,7 +11,7 @@ import pytest
 from nnvis_helpers.exercises import check_exercise, exercise_ids, get_exercise, show_solution
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS_WITH_EXERCISES = ("00", "01", "02", "03", "04", "05", "07", "08", "09")
+NOTEBOOKS_WITH_EXERCISES = ("00", "01", "02", "03", "04", "05", "07", "08", "09", "10")
 HEADING = re.compile(r"^### Exercise (\d\d\.\d+)\b", re.M)
 CALL = re.compile(r"check_exercise\(\s*[\"'](\d\d\.\d+)[\"']")
 

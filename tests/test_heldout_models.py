@@ -444,6 +444,35 @@ def test_building_blocks_on_held_out_models(held_out):
     assert dictionary.map_size == view.map_size and cache.rendered == len(dictionary.icons)
 
 
+@pytest.mark.parametrize("held_out", ["resnet18", "mobilenet_v3_small", "vit_tiny", "cifar_cnn"], indirect=True)
+def test_faithfulness_metrics_on_held_out_models(held_out):
+    """Deletion and insertion curves and infidelity: shapes, ranges, the ends, the model as it was.
+
+    Forward passes only, through the model's own output: the two largest networks (DenseNet-121, VGG-16) add
+    time, not cases.
+    """
+    from nnvis_helpers import count_hooks
+    from nnvis_helpers.faithfulness import infidelity, perturbation_curve
+
+    model, x, t = held_out.model, held_out.images, held_out.targets
+    attributions = gradient_x_input(model, x, t)
+    values = _everything(model)
+    with torch.no_grad():
+        probabilities = model(x).softmax(dim=1).gather(1, t[:, None])[:, 0]
+    for mode, image_step in (("deletion", 0), ("insertion", -1)):
+        curve = perturbation_curve(model, x, attributions, t, mode=mode, steps=3, batch_size=4, progress=False)
+        assert curve.fractions.shape == (4,) and curve.scores.shape == (2, 4) and curve.auc.shape == (2,)
+        assert ((curve.scores >= 0) & (curve.scores <= 1)).all() and ((curve.auc >= 0) & (curve.auc <= 1)).all()
+        torch.testing.assert_close(curve.scores[:, image_step], probabilities, rtol=1e-4, atol=1e-6,
+                                   msg=lambda m, mode=mode: f"{mode}: the unperturbed image's probability: {m}")
+    scores = infidelity(model, x, attributions, t, n_perturb=3, batch_size=4, progress=False)
+    assert scores.shape == (2,) and torch.isfinite(scores).all() and (scores >= 0).all()
+    changed = [i for i, (a, b) in enumerate(zip(values, _everything(model))) if not torch.equal(a, b)]
+    assert not changed, f"{len(changed)} parameters or buffers changed"
+    assert count_hooks(model) == 0 and not model.training
+    assert not any(p.grad is not None for p in model.parameters()), ".grad written on the model"
+
+
 #: Per architecture: (the layer to invert / caricature, style layers (feature maps), content layer). Early layers:
 #: the forward passes stop after the last one needed, which keeps VGG-16 and DenseNet-121 quick.
 STYLE_PICKS = {

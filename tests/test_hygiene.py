@@ -38,6 +38,7 @@ import nnvis_helpers
 from nnvis_helpers import atlas, blocks, featurevis
 from nnvis_helpers import (
     accuracy_vs_epsilon,
+    adaptive_rule,
     activation_atlas,
     bim,
     capture_activations,
@@ -85,6 +86,7 @@ from nnvis_helpers import (
     write_tensorboard_graph,
 )
 from nnvis_helpers.channels import concept_images, dissect, example_groups, field_crops, unit_deconvolution
+from nnvis_helpers.faithfulness import deletion_curve, infidelity, insertion_curve, perturbation_curve
 
 SIZE = 16
 LAYER = "features.7"  # the last in-place ReLU: 16 channels, 8 x 8
@@ -321,8 +323,19 @@ HELPERS = {
                                                                  progress=False)),
     "layer_integrated_gradients": Helper(lambda m, x: layer_integrated_gradients(m, x, T, "features.5", n_steps=3,
                                                                                  batch_size=2, progress=False)),
+    "integrated_gradients_adaptive": Helper(lambda m, x: integrated_gradients(m, x, T, n_steps=6, method="adaptive",
+                                                                              scan_points=2, batch_size=3,
+                                                                              return_delta=True, progress=False)),
+    "adaptive_rule": Helper(lambda m, x: adaptive_rule(m, x[:1], 1, n_steps=6, scan_points=2, batch_size=3).midpoints),
     "completeness_delta": Helper(lambda m, x: completeness_delta(m, torch.zeros_like(x), x, T, batch_size=1)),
     "path_profile": Helper(lambda m, x: path_profile(m, x[:1], 1, n_points=4, batch_size=2, progress=False)),
+    # faithfulness of attributions (sensitivity_max takes an explain function, not a model)
+    "perturbation_curve": Helper(lambda m, x: perturbation_curve(m, x, x, T, steps=3, batch_size=3, progress=False)),
+    "deletion_curve": Helper(lambda m, x: deletion_curve(m, x, x.sum(1), T, steps=3, baseline="grey", batch_size=3,
+                                                         score="logit", progress=False)),
+    "insertion_curve": Helper(lambda m, x: insertion_curve(m, x, x[:, :1, ::4, ::4], T, steps=3, baseline="black",
+                                                           batch_size=3, progress=False)),
+    "infidelity": Helper(lambda m, x: infidelity(m, x, x, T, n_perturb=3, batch_size=2, normalize=True, progress=False)),
     # 04 feature visualization
     "render": Helper(lambda m, x: render(m, featurevis.channel(LAYER, 1), steps=3, image_size=SIZE,
                                                  progress=False)),

@@ -19,7 +19,7 @@ def test_every_subpackage_is_listed_in_pyproject():
 
 
 def test_top_level_re_exports_every_technique():
-    for module in ("architecture", "saliency", "attribution", "adversarial"):
+    for module in ("architecture", "saliency", "attribution", "adversarial", "faithfulness"):
         names = importlib.import_module(f"nnvis_helpers.{module}").__all__
         missing = [name for name in names if name not in nnvis_helpers.__all__ or not hasattr(nnvis_helpers, name)]
         assert not missing, f"nnvis_helpers does not re-export {module}.{missing}"

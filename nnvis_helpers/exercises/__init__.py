@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 __all__ = ["Exercise", "register", "get_exercise", "exercise_ids", "check_exercise", "show_solution"]
 
 #: The notebook modules that register exercises, imported on first use.
-NOTEBOOK_MODULES = ("nb00", "nb01", "nb02", "nb03", "nb04", "nb05", "nb07", "nb08", "nb09")
+NOTEBOOK_MODULES = ("nb00", "nb01", "nb02", "nb03", "nb04", "nb05", "nb07", "nb08", "nb09", "nb10")
 
 
 @dataclass(frozen=True)
