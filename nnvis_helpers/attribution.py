@@ -203,10 +203,10 @@ def _check_batch_size(batch_size: int) -> int:
     return int(batch_size)
 
 
-def _progress(total: int, progress: bool, description: str):
+def _progress(total: int, progress: bool, description: str, iterable=None):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not progress or total <= 1, desc=description, leave=False)
+    return tqdm(iterable, total=total, disable=not progress or total <= 1, desc=description, leave=False)
 
 
 def _scores(model: nn.Module, points: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attribution import make_baseline
+from .attribution import _progress, make_baseline
 from .checks import check_images, check_number, check_target, class_scores, prepare
 from .layers import preserve_model_state
 
@@ -52,12 +52,6 @@ CURVE_BASELINES = ("blur", "black", "grey")
 
 
 # ----------------------------------------------------------------------------- shared checks
-
-
-def _progress(total: int, progress: bool, description: str, iterable=None):
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, disable=not progress or total <= 1, desc=description, leave=False)
 
 
 def _choice(value, allowed: tuple[str, ...], name: str) -> str:
