@@ -16,9 +16,9 @@ captum's, so the two implementations can be compared number for number.
 * :func:`path_profile`: the class score and its gradient along the path (the saturation demo).
 * :func:`integration_points`: the points a_s and weights w_s of each method.
 * ``method="adaptive"``: adaptive quadrature along the path. A forward-only scan cuts the path into
-  segments whose exact integral F(b) - F(a) is known; gradients go to the midpoints of the segments
-  whose midpoint rule misses it most, bisected round after round (:func:`adaptive_rule` shows them).
-  No IG library offers it.
+  segments whose exact integral F(b) - F(a) is known; the segments whose midpoint rule misses it most
+  are cut into thirds, round after round, keeping every gradient taken (:func:`adaptive_rule` shows
+  them). No IG library offers it.
 """
 from __future__ import annotations
 
@@ -251,8 +251,7 @@ def _path_gradient_sums(
         for first in range(0, len(point_pair), batch_size):
             pair = point_pair[first:first + batch_size]
             # x' + a (x - x') in captum's order of operations (not addcmul): the same bits as captum's points
-            points = starts[pair] + point_alpha[first:first + batch_size].view(view) * differences[pair]
-            points.requires_grad_(True)
+            points = _path_points(starts, differences, pair, point_alpha[first:first + batch_size]).requires_grad_(True)
             with torch.enable_grad():
                 score = class_scores(model(points), targets[pair]).sum()
                 (gradient,) = torch.autograd.grad(score, points)
@@ -277,19 +276,34 @@ class AdaptiveRule(NamedTuple):
 
     starts: torch.Tensor  # segment starts in [0, 1]
     ends: torch.Tensor  # segment ends
-    midpoints: torch.Tensor  # where the gradients were taken (one per segment)
+    midpoints: torch.Tensor  # where the gradients were taken (one per segment, every gradient kept)
     scan: torch.Tensor  # the scan: F at scan_points + 1 evenly spaced points, (P, K + 1)
+
+
+def _path_points(starts: torch.Tensor, differences: torch.Tensor, pair: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """start_p + a diff_p for flat lists of paths p and alphas a (float64 alphas cast to the images' dtype)."""
+    view = (-1,) + (1,) * (starts.dim() - 1)
+    return starts[pair] + alpha.to(starts.dtype).view(view) * differences[pair]
+
+
+def _points_scores(model: nn.Module, starts: torch.Tensor, differences: torch.Tensor, targets: torch.Tensor,
+                   pair: torch.Tensor, alpha: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """F at the points start_p + a diff_p, without gradients, built and scored a batch at a time: (Q,)."""
+    with torch.no_grad():
+        return torch.cat([
+            class_scores(model(_path_points(starts, differences, pair[first:first + batch_size], alpha[first:first + batch_size])),
+                         targets[pair[first:first + batch_size]])
+            for first in range(0, len(pair), batch_size)
+        ])
 
 
 def _points_gradients(model: nn.Module, starts: torch.Tensor, differences: torch.Tensor, targets: torch.Tensor,
                       pair: torch.Tensor, alpha: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient images and scores F at the points start_p + a diff_p, in batches: (Q, 3, H, W), (Q,)."""
-    view = (-1,) + (1,) * (starts.dim() - 1)
     gradients, scores = [], []
     for first in range(0, len(pair), batch_size):
         chunk = pair[first:first + batch_size]
-        points = starts[chunk] + alpha[first:first + batch_size].view(view) * differences[chunk]
-        points.requires_grad_(True)
+        points = _path_points(starts, differences, chunk, alpha[first:first + batch_size]).requires_grad_(True)
         with torch.enable_grad():
             values = class_scores(model(points), targets[chunk])
             (gradient,) = torch.autograd.grad(values.sum(), points)
@@ -303,81 +317,89 @@ def _adaptive_sums(model: nn.Module, starts: torch.Tensor, differences: torch.Te
     """Adaptive quadrature of the path integral of every path: sum_s h_s grad F(midpoint_s), and the rule used.
 
     1. Scan: F at K + 1 evenly spaced points (forward passes without gradients); the K intervals are the
-       first segments, K = ``scan_points`` (one more if needed to make n_steps - K even).
+       first segments, K = ``scan_points`` (one more or less if needed to make n_steps - K even).
     2. One gradient at each segment's midpoint. On a segment [a, b] the integral of dF/da is known exactly,
        F(b) - F(a), so |h * slope(midpoint) - (F(b) - F(a))| is the segment's error, not an estimate.
-    3. Rounds: bisect the segments with the largest errors; the midpoint's F, known from its gradient pass,
-       is the new boundary, and the two halves get their own midpoints. Until n_steps gradients are spent.
+    3. Rounds: cut the segments with the largest errors into thirds. The middle third's midpoint is the
+       parent's, so its gradient is kept; the outer thirds get one new gradient each, and F at the two new
+       boundaries costs two forward passes without gradients. Until n_steps gradients are spent: every
+       gradient taken is in the final sum.
     """
     n_paths = len(starts)
-    device, dtype = starts.device, starts.dtype
+    device = starts.device
     k = min(scan_points, n_steps)
     if (n_steps - k) % 2:
         k += 1 if k < n_steps else -1
     scan = torch.linspace(0, 1, k + 1, device=device, dtype=torch.float64)
     scan_pair = torch.arange(n_paths, device=device).repeat_interleave(k + 1)
-    view = (-1,) + (1,) * (starts.dim() - 1)
-    with torch.no_grad():
-        scan_scores = torch.cat([
-            class_scores(model(starts[scan_pair[first:first + batch_size]]
-                               + scan.to(dtype).repeat(n_paths)[first:first + batch_size].view(view)
-                               * differences[scan_pair[first:first + batch_size]]),
-                         targets[scan_pair[first:first + batch_size]])
-            for first in range(0, len(scan_pair), batch_size)
-        ]).view(n_paths, k + 1).double()
-    # Segments, per path, as flat lists of rows: path, a, b, F(a), F(b), midpoint's slope, gradient row, alive.
+    scan_scores = _points_scores(model, starts, differences, targets, scan_pair, scan.repeat(n_paths),
+                                 batch_size).view(n_paths, k + 1).double()
+    # Segments of all paths as flat lists: path, a, b, F(a), F(b), midpoint, its slope, its gradient row, alive.
     seg_path = torch.arange(n_paths, device=device).repeat_interleave(k)
-    seg_a = scan[:-1].repeat(n_paths)
-    seg_b = scan[1:].repeat(n_paths)
-    seg_fa = scan_scores[:, :-1].flatten()
-    seg_fb = scan_scores[:, 1:].flatten()
+    seg_a, seg_b = scan[:-1].repeat(n_paths), scan[1:].repeat(n_paths)
+    seg_fa, seg_fb = scan_scores[:, :-1].flatten(), scan_scores[:, 1:].flatten()
     gradient_rows: list[torch.Tensor] = []
 
-    def evaluate(paths, a, b):
-        middle = (a + b) / 2
-        gradients, values = _points_gradients(model, starts, differences, targets, paths, middle.to(dtype), batch_size)
-        slopes = (gradients * differences[paths]).flatten(1).sum(1).double()
+    def evaluate(paths, middle):
+        gradients, _ = _points_gradients(model, starts, differences, targets, paths, middle, batch_size)
         gradient_rows.append(gradients)
-        return middle, values.double(), slopes
+        return (gradients * differences[paths]).flatten(1).sum(1).double()
 
-    spent = 0
     with _progress(n_steps, progress, "adaptive integrated gradients") as bar:
-        middle, f_middle, slopes = evaluate(seg_path, seg_a, seg_b)
-        spent += len(seg_path) // n_paths
-        bar.update(len(seg_path) // n_paths)
-        seg_mid, seg_fm, seg_slope = middle, f_middle, slopes
+        seg_mid = (seg_a + seg_b) / 2
+        seg_slope = evaluate(seg_path, seg_mid)
         seg_row = torch.arange(len(seg_path), device=device)
         alive = torch.ones(len(seg_path), dtype=torch.bool, device=device)
-        rounds = 16  # more rounds zoom in further; each is one batched gradient pass
+        spent, rounds = k, 8  # more rounds zoom in further, in smaller batches
+        bar.update(k)
         while spent < n_steps:
-            splits = max(1, math.ceil((n_steps - spent) / 2 / rounds))
-            splits = min(splits, (n_steps - spent) // 2)
+            # every live segment holds one gradient, so a path has `spent` of them to choose from
+            splits = min(max(1, math.ceil((n_steps - spent) / 2 / rounds)), (n_steps - spent) // 2, spent)
             rounds = max(1, rounds - 1)
             error = ((seg_b - seg_a) * seg_slope - (seg_fb - seg_fa)).abs()
             error = torch.where(alive, error, torch.full_like(error, -1.0))
             # the `splits` worst live segments of every path
             per_path = torch.full((n_paths, len(error)), -2.0, dtype=torch.float64, device=device)
             per_path[seg_path, torch.arange(len(error), device=device)] = error
-            chosen = per_path.topk(splits, dim=1).indices.flatten()
-            chosen = chosen[error[chosen] >= 0]
+            worst = per_path.topk(splits, dim=1)
+            chosen = worst.indices.flatten()
             alive[chosen] = False
-            paths = seg_path[chosen].repeat(2)
-            new_a = torch.cat([seg_a[chosen], seg_mid[chosen]])
-            new_b = torch.cat([seg_mid[chosen], seg_b[chosen]])
-            new_fa = torch.cat([seg_fa[chosen], seg_fm[chosen]])
-            new_fb = torch.cat([seg_fm[chosen], seg_fb[chosen]])
-            middle, f_middle, slopes = evaluate(paths, new_a, new_b)
-            seg_row = torch.cat([seg_row, len(seg_row) + torch.arange(len(paths), device=device)])
-            seg_path, seg_a, seg_b = torch.cat([seg_path, paths]), torch.cat([seg_a, new_a]), torch.cat([seg_b, new_b])
-            seg_fa, seg_fb = torch.cat([seg_fa, new_fa]), torch.cat([seg_fb, new_fb])
-            seg_mid, seg_fm, seg_slope = torch.cat([seg_mid, middle]), torch.cat([seg_fm, f_middle]), torch.cat([seg_slope, slopes])
-            alive = torch.cat([alive, torch.ones(len(paths), dtype=torch.bool, device=device)])
+            paths, a, b = seg_path[chosen], seg_a[chosen], seg_b[chosen]
+            third = (b - a) / 3
+            cut1, cut2 = a + third, a + 2 * third
+            if spent + 2 * splits < n_steps:
+                f_cuts = _points_scores(model, starts, differences, targets, paths.repeat(2), torch.cat([cut1, cut2]),
+                                        batch_size).double()
+            else:  # the last round: no segment is chosen again, so its errors (and F at the cuts) are not needed
+                f_cuts = torch.full((2 * len(paths),), float("nan"), dtype=torch.float64, device=device)
+            outer_mid = torch.cat([a + third / 2, cut2 + third / 2])
+            outer_slope = evaluate(paths.repeat(2), outer_mid)
+            first_row = sum(len(rows) for rows in gradient_rows[:-1])
+            # the three thirds: left (new gradient), middle (the parent's midpoint and gradient), right (new gradient)
+            seg_path = torch.cat([seg_path, paths, paths, paths])
+            seg_a = torch.cat([seg_a, a, cut1, cut2])
+            seg_b = torch.cat([seg_b, cut1, cut2, b])
+            seg_fa = torch.cat([seg_fa, seg_fa[chosen], f_cuts[:len(paths)], f_cuts[len(paths):]])
+            seg_fb = torch.cat([seg_fb, f_cuts[:len(paths)], f_cuts[len(paths):], seg_fb[chosen]])
+            seg_mid = torch.cat([seg_mid, outer_mid[:len(paths)], seg_mid[chosen], outer_mid[len(paths):]])
+            seg_slope = torch.cat([seg_slope, outer_slope[:len(paths)], seg_slope[chosen], outer_slope[len(paths):]])
+            new_rows = first_row + torch.arange(2 * len(paths), device=device)
+            seg_row = torch.cat([seg_row, new_rows[:len(paths)], seg_row[chosen], new_rows[len(paths):]])
+            alive = torch.cat([alive, torch.ones(3 * len(paths), dtype=torch.bool, device=device)])
             spent += 2 * splits
             bar.update(2 * splits)
-    gradients = torch.cat(gradient_rows)
-    weights = torch.where(alive, seg_b - seg_a, torch.zeros_like(seg_a)).to(dtype)
+    # Every gradient row belongs to exactly one live segment: weight each row by its segment's width, in place.
+    view = (-1,) + (1,) * (starts.dim() - 1)
+    row_weight = torch.empty(len(seg_row), dtype=torch.float64, device=device)
+    row_path = torch.empty(len(seg_row), dtype=torch.long, device=device)
+    row_weight[seg_row[alive]] = (seg_b - seg_a)[alive]
+    row_path[seg_row[alive]] = seg_path[alive]
     sums = torch.zeros_like(starts)
-    sums.index_add_(0, seg_path, gradients * weights.view(view))
+    first = 0
+    for gradients in gradient_rows:
+        rows = slice(first, first + len(gradients))
+        sums.index_add_(0, row_path[rows], gradients.mul_(row_weight[rows].to(starts.dtype).view(view)))
+        first += len(gradients)
     counts = torch.bincount(seg_path[alive], minlength=n_paths)
     width = int(counts.max())
     rule = [torch.full((n_paths, width), float("nan"), dtype=torch.float64) for _ in range(3)]
@@ -389,7 +411,7 @@ def _adaptive_sums(model: nn.Module, starts: torch.Tensor, differences: torch.Te
     return sums, AdaptiveRule(*rule, scan_scores.cpu())
 
 
-def adaptive_rule(model: nn.Module, image: torch.Tensor, target, baseline=None, n_steps: int = 64, scan_points: int = 16,
+def adaptive_rule(model: nn.Module, image: torch.Tensor, target, baseline=None, n_steps: int = 64, scan_points: int = 8,
                   batch_size: int = 32) -> AdaptiveRule:
     """The segments and gradient points that ``method="adaptive"`` ends with on one path, to draw them.
 
@@ -452,7 +474,7 @@ def integrated_gradients(
     batch_size: int = 32,
     return_delta: bool = False,
     progress: bool = True,
-    scan_points: int = 16,
+    scan_points: int = 8,
 ):
     """Integrated gradients of the class score ``target`` for images (N, 3, H, W) -> (N, 3, H, W).
 
@@ -460,8 +482,8 @@ def integrated_gradients(
     a tensor (N or 1, 3, H, W), or (K, N or 1, 3, H, W) to average IG over K baselines.
     ``method``: one of :data:`METHODS`, with ``n_steps`` points on each path, or ``"adaptive"``:
     ``scan_points + 1`` forward passes without gradients along each path, then ``n_steps`` gradients
-    spent where the error is (midpoints of segments bisected where |h slope - (F(b) - F(a))| is
-    largest; :func:`adaptive_rule` shows the segments). ``batch_size``
+    spent where the error is (midpoints of segments cut into thirds where |h slope - (F(b) - F(a))| is
+    largest, two more forward passes a cut; :func:`adaptive_rule` shows the segments). ``batch_size``
     path points go through the model at once (it changes speed and memory, not the result).
     ``return_delta=True`` also returns the completeness error
     ``sum(attributions) - (F(x) - F(x'))`` per image, shape (N,).

@@ -3,6 +3,7 @@ equal to captum's, and leaving the model exactly as it was."""
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -404,17 +405,22 @@ def test_baseline_builders(images):
 
 
 def test_adaptive_rule_covers_the_path_once_and_spends_the_budget(tiny_cnn, images):
-    for n_steps, scan_points in ((64, 16), (9, 4), (2, 16)):
+    for n_steps, scan_points in ((64, 16), (9, 4), (2, 16), (128, 2), (64, 8)):
         rule = adaptive_rule(tiny_cnn, images[:1], 1, "black", n_steps=n_steps, scan_points=scan_points)
         starts, ends, middles = (t[0][~t[0].isnan()] for t in (rule.starts, rule.ends, rule.midpoints))
         assert starts[0] == 0 and ends[-1] == 1 and torch.equal(starts[1:], ends[:-1]), "segments tile [0, 1]"
         assert torch.allclose(middles, (starts + ends) / 2)
-        bisections = len(starts) - min(scan_points, n_steps) - (1 if (n_steps - min(scan_points, n_steps)) % 2 else 0)
-        # every gradient is spent: one per first segment, two per bisection (the bisected parent's is not kept)
-        assert len(starts) + max(bisections, 0) <= n_steps and len(starts) >= n_steps // 2, (n_steps, len(starts))
+        # every gradient is spent and kept: one per first segment, two per cut into thirds (the middle third
+        # keeps the parent's midpoint), so there are exactly n_steps segments
+        assert len(starts) == n_steps, (n_steps, len(starts))
+        widths = ends - starts
+        first = 1 / (rule.scan.shape[1] - 1)
+        # every width is a first segment's width divided by a power of three
+        powers = torch.log(first / widths) / math.log(3)
+        assert torch.allclose(powers, powers.round(), atol=1e-6), powers
 
 
-def test_adaptive_rule_bisects_where_the_score_jumps():
+def test_adaptive_rule_refines_where_the_score_jumps():
     # A 1-D toy on a single pixel: F(x) = 10 * sigmoid(200 (x - 0.03)): a steep rise near the baseline.
     class Steep(nn.Module):
         def forward(self, x):
