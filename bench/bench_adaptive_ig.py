@@ -6,8 +6,9 @@ EfficientNet-Lite0 (offline weights), the photos of notebook 03's CPU preset, th
 baselines black, blurred photo and uniform noise (seed 0). For every photo and baseline, the completeness gap
 |sum(phi) - (S_c(x) - S_c(x'))| / |S_c(x) - S_c(x')| of
 
-* ``integrated_gradients(method="adaptive", n_steps=64)``: 17 forward passes without gradients (the scan),
-  then 64 gradients spent where the measured segment errors are largest;
+* ``integrated_gradients(method="adaptive", n_steps=64)``: a scan of 9 forward passes without gradients, then
+  64 gradients spent where the measured segment errors are largest (segments cut into thirds; the two new
+  boundaries of a cut cost two more forward passes: 65 in all);
 * ``integrated_gradients(method="gausslegendre", n_steps=64)`` (ours; captum's gives the same numbers, checked
   in notebook 03) and captum's ``IntegratedGradients`` with Gauss-Legendre at 64 and 256 steps.
 
@@ -103,7 +104,7 @@ def main() -> int:
     if args.out:
         result = {
             "what": "bench/bench_adaptive_ig.py: completeness gap per photo and baseline, adaptive IG (64 gradients + "
-                    "17 forward passes) against fixed Gauss-Legendre (ours, captum's 64 and 256); cost ratio adaptive / fixed",
+                    "65 forward passes) against fixed Gauss-Legendre (ours, captum's 64 and 256); cost ratio adaptive / fixed",
             "date": date.today().isoformat(),
             "torch": torch.__version__,
             "device": str(device),
