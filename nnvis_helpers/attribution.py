@@ -298,18 +298,16 @@ def _points_scores(model: nn.Module, starts: torch.Tensor, differences: torch.Te
 
 
 def _points_gradients(model: nn.Module, starts: torch.Tensor, differences: torch.Tensor, targets: torch.Tensor,
-                      pair: torch.Tensor, alpha: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient images and scores F at the points start_p + a diff_p, in batches: (Q, 3, H, W), (Q,)."""
-    gradients, scores = [], []
+                      pair: torch.Tensor, alpha: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Gradient images of F at the points start_p + a diff_p, in batches: (Q, 3, H, W)."""
+    gradients = []
     for first in range(0, len(pair), batch_size):
         chunk = pair[first:first + batch_size]
         points = _path_points(starts, differences, chunk, alpha[first:first + batch_size]).requires_grad_(True)
         with torch.enable_grad():
-            values = class_scores(model(points), targets[chunk])
-            (gradient,) = torch.autograd.grad(values.sum(), points)
+            (gradient,) = torch.autograd.grad(class_scores(model(points), targets[chunk]).sum(), points)
         gradients.append(gradient)
-        scores.append(values.detach())
-    return torch.cat(gradients), torch.cat(scores)
+    return torch.cat(gradients)
 
 
 def _adaptive_sums(model: nn.Module, starts: torch.Tensor, differences: torch.Tensor, targets: torch.Tensor,
@@ -341,7 +339,7 @@ def _adaptive_sums(model: nn.Module, starts: torch.Tensor, differences: torch.Te
     gradient_rows: list[torch.Tensor] = []
 
     def evaluate(paths, middle):
-        gradients, _ = _points_gradients(model, starts, differences, targets, paths, middle, batch_size)
+        gradients = _points_gradients(model, starts, differences, targets, paths, middle, batch_size)
         gradient_rows.append(gradients)
         return (gradients * differences[paths]).flatten(1).sum(1).double()
 
@@ -390,8 +388,9 @@ def _adaptive_sums(model: nn.Module, starts: torch.Tensor, differences: torch.Te
             bar.update(2 * splits)
     # Every gradient row belongs to exactly one live segment: weight each row by its segment's width, in place.
     view = (-1,) + (1,) * (starts.dim() - 1)
-    row_weight = torch.empty(len(seg_row), dtype=torch.float64, device=device)
-    row_path = torch.empty(len(seg_row), dtype=torch.long, device=device)
+    n_rows = sum(len(gradients) for gradients in gradient_rows)
+    row_weight = torch.empty(n_rows, dtype=torch.float64, device=device)
+    row_path = torch.empty(n_rows, dtype=torch.long, device=device)
     row_weight[seg_row[alive]] = (seg_b - seg_a)[alive]
     row_path[seg_row[alive]] = seg_path[alive]
     sums = torch.zeros_like(starts)
