@@ -2,8 +2,8 @@
 
 The modules read like the course's table of contents:
 
-* foundation: ``device``, ``config``, ``checks``, ``images``, ``models``, ``layers``, ``plotting``,
-  ``datasets`` (pictures in quantity and ``collect_activations``)
+* foundation: ``device``, ``config``, ``checks``, ``claims`` (a measured figure against its bound), ``images``,
+  ``models``, ``layers``, ``plotting``, ``datasets`` (pictures in quantity and ``collect_activations``)
 * 01 ``architecture``: layer tables, receptive fields, the layer map, TensorBoard and torchviz
 * 02 ``saliency``: gradients, guided backprop, SmoothGrad, Grad-CAM, occlusion, sanity checks
 * 03 ``attribution``: integrated gradients (fixed and adaptive quadrature), baselines, layer integrated gradients
@@ -80,7 +80,8 @@ from .faithfulness import (
     sensitivity_max,
     sensitivity_perturbations,
 )
-from .config import is_fast, pick, quality, seed_everything
+from .claims import claim
+from .config import course_seed, is_fast, pick, quality, seed_everything
 from .datasets import (
     ActivationSet,
     ImageFolderImages,
@@ -134,8 +135,8 @@ __version__ = "0.3.0"
 
 __all__ = [
     # foundation
-    "check_images", "check_target",
-    "is_fast", "pick", "quality", "seed_everything",
+    "check_images", "check_target", "claim",
+    "course_seed", "is_fast", "pick", "quality", "seed_everything",
     "describe_device", "get_device",
     "describe_sample", "load_image", "load_images", "sample_images", "to_numpy", "to_pil",
     "LayerInfo", "LayerNotFoundError", "capture_activations", "capture_gradients", "count_hooks",

@@ -11,6 +11,10 @@ Three presets:
 Notebooks and helpers choose their numbers with :func:`pick`::
 
     steps = pick(fast=16, cpu=256, full=1024)
+
+Every random draw of a notebook (noise, random starts, layouts) follows one seed, :func:`course_seed`:
+``NNVIS_SEED=3`` reruns the whole course with other draws (0 by default), which is how the test matrix
+(``make test-matrix``) checks that a notebook's claims do not hang on one lucky draw.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-__all__ = ["PRESETS", "quality", "is_fast", "pick", "seed_everything"]
+__all__ = ["PRESETS", "quality", "is_fast", "pick", "course_seed", "seed_everything"]
 
 PRESETS = ("fast", "cpu", "full")
 T = TypeVar("T")
@@ -59,6 +63,20 @@ def is_fast() -> bool:
 def pick(fast: T, cpu: T, full: T) -> T:
     """The value of the preset in force: ``pick(fast=8, cpu=128, full=512)``."""
     return {"fast": fast, "cpu": cpu, "full": full}[quality()]
+
+
+def course_seed() -> int:
+    """The seed of the notebooks' random draws: ``NNVIS_SEED`` (a non-negative int), 0 when unset.
+
+    >>> SEED = course_seed()      # then seed_everything(SEED), pgd(..., seed=SEED)
+    """
+    text = os.environ.get("NNVIS_SEED", "").strip()
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise ValueError(f"NNVIS_SEED={text!r} is not a seed; use a non-negative whole number such as 0, 1 or 2, "
+                         "or unset it for the default 0.")
+    return int(text)
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:

@@ -1,8 +1,11 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from nnvis_helpers import describe_device, get_device, is_fast, pick, quality, seed_everything
+from nnvis_helpers import claim, course_seed, describe_device, get_device, is_fast, pick, quality, seed_everything
+from nnvis_helpers.claims import relative_margin
 
 
 def test_fast_flag_wins(monkeypatch):
@@ -45,6 +48,17 @@ def test_seed_everything_reproduces_all_generators():
         seed_everything(-1)
 
 
+def test_course_seed_follows_nnvis_seed(monkeypatch):
+    monkeypatch.delenv("NNVIS_SEED", raising=False)
+    assert course_seed() == 0
+    monkeypatch.setenv("NNVIS_SEED", " 7 ")
+    assert course_seed() == 7
+    for wrong in ("-1", "1.5", "abc"):
+        monkeypatch.setenv("NNVIS_SEED", wrong)
+        with pytest.raises(ValueError, match="NNVIS_SEED"):
+            course_seed()
+
+
 def test_device():
     device = get_device()
     assert device.type in ("cuda", "mps", "cpu")
@@ -70,3 +84,24 @@ def test_on_the_cpu_get_device_leaves_the_backend_flags_alone(monkeypatch):
     saved = torch.backends.cudnn.allow_tf32
     if get_device().type == "cpu":
         assert torch.backends.cudnn.allow_tf32 == saved
+
+
+def test_claim_prints_figure_bound_and_margin(capsys, tmp_path, monkeypatch):
+    log = tmp_path / "claims.jsonl"
+    monkeypatch.setenv("NNVIS_CLAIMS_LOG", str(log))
+    assert claim("PGD-10 fools", torch.tensor(1.0), ">=", 0.9)
+    assert not claim("cosine of the inversion", np.float32(0.41), ">=", 0.45)
+    assert claim("completeness gap", 0.004, "<", 0.01)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "PGD-10 fools: 1 >= 0.9 holds, margin 0.1 (10%)"
+    assert printed[1].startswith("cosine of the inversion: 0.41 >= 0.45 FAILS, short by 0.04")
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [round(r["margin"], 3) for r in logged] == [0.1, round(-0.04 / 0.45, 3), 0.6]
+    assert relative_margin(0.004, "<", 0.01) == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("value, op, message", [(torch.ones(3), "<", "one number"), ("0.5", "<", "a number"),
+                                                (float("nan"), "<", "a number"), (0.5, "=<", "op must be")])
+def test_claim_rejects_what_it_cannot_compare(value, op, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        claim("x", value, op, 1.0)
