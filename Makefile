@@ -1,13 +1,22 @@
 # The two commands of the course (see README.md):
 #   make course   set everything up, run every notebook headless, write HTML under build/
 #   make test     set everything up, run the unit tests and every notebook in fast mode
+# and, to prove a bound holds on a learner's CPU too:
+#   make test-matrix      the fast notebooks and the numerical unit tests under several CPU arithmetics,
+#                         one and two torch threads and three seeds: a table notebook x setting, and margins
+#   make test-arithmetic  the fast notebooks once more in plain SSE arithmetic on one thread (what CI adds)
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup test test-slow course gallery browser lab bench clean
+# The unit tests whose results are measured numbers (optimizations, random draws, tolerances): the matrix runs them
+# in every setting. The other tests check shapes, errors, widgets and files, which do not move with the arithmetic.
+NUMERICAL_TESTS := tests/test_attribution.py tests/test_saliency.py tests/test_adversarial.py tests/test_featurevis.py \
+  tests/test_faithfulness.py tests/test_atlas.py tests/test_blocks.py tests/test_channels.py tests/test_inversion_style.py \
+  tests/test_exercises.py
+
+.PHONY: setup test test-slow test-matrix test-arithmetic course gallery browser lab bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@command -v python3 >/dev/null || { echo "error: python3 (3.9 or newer) is needed"; exit 1; }
@@ -31,13 +40,17 @@ test: setup
 test-slow: setup
 	$(PYTHON) -m pytest -m slow tests
 
+test-matrix: setup
+	$(PYTHON) scripts/run_notebooks.py --matrix --unit-tests $(NUMERICAL_TESTS)
+
+test-arithmetic: setup
+	$(PYTHON) scripts/run_notebooks.py --matrix --arithmetic default --threads 1 --seeds 0
+
+# Every notebook runs, even after one failed; each is written as HTML (a failing cell shows its error there),
+# a summary names the failed ones, and the exit status is non-zero if any failed.
 course: setup
 	@mkdir -p build/gallery
-	NNVIS_GALLERY_DIR=$(CURDIR)/build/gallery $(VENV)/bin/jupyter nbconvert --to html --execute \
-	  --ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.kernel_name=python3 \
-	  --output-dir build $(NOTEBOOKS)
-	@echo; echo "The course ran. Open the executed notebooks in a browser:"; \
-	  for f in build/*.html; do echo "  file://$$PWD/$$f"; done
+	NNVIS_GALLERY_DIR=$(CURDIR)/build/gallery $(PYTHON) scripts/run_notebooks.py --html build
 
 gallery: course
 	cp build/gallery/*.png images/
