@@ -70,3 +70,10 @@ def test_the_matrix_grid_names_every_setting():
     assert list(grid) == ["native/1t", "native/2t", "default/1t", "default/2t", "native/2t/seed1"]
     assert grid["default/1t"]["ATEN_CPU_CAPABILITY"] == "default" and grid["default/1t"]["OMP_NUM_THREADS"] == "1"
     assert grid["native/2t/seed1"]["NNVIS_SEED"] == "1"
+
+
+def test_grid_options_are_comma_lists_so_notebook_names_stay_notebooks():
+    parse = run_notebooks.comma_list(int)
+    assert parse("1,2") == [1, 2] and parse("0") == [0]
+    with pytest.raises(Exception, match="not among"):
+        run_notebooks.comma_list(str, run_notebooks.ARITHMETIC)("native,avx9")
