@@ -2,14 +2,15 @@
 
 ``scripts/run_notebooks.py --matrix`` runs ``install(get_ipython(), log_path)`` in each notebook's kernel
 before the first cell. From then on every comparison inside an ``assert`` (``rate >= 0.9``,
-``0.30 < share < 0.45``, ``(l2 <= corner).all()``) is then evaluated as before, in the same order and
-with the same short-circuits, and its margin is appended to the log as one JSON line:
+``0.30 < share < 0.45``, ``(l2 <= corner).all()``) is evaluated as before, in the same order and with
+the same short-circuits, and its margin is appended to the log as one JSON line:
 
     margin = (bound side - value side) / max(|left|, |right|)   for <, <=   (mirrored for >, >=)
 
-(as ``nnvis_helpers.claims.relative_margin``). For tensors the smallest margin of all elements is kept. Equalities and membership tests are not
-logged: they hold or not. Nothing here changes what a cell computes or prints; a logging error is
-swallowed, so the notebook runs as it would without it.
+as ``nnvis_helpers.claims.relative_margin`` computes it; ``claim(...)`` logs itself to the same file. For
+tensors the smallest margin of all elements is kept. Equalities and membership tests are not logged: they
+hold or not. Nothing here changes what a cell computes or prints; a logging error is swallowed, so the
+notebook runs as it would without it.
 """
 import ast
 import json
