@@ -146,14 +146,24 @@ def matrix(args) -> int:
         for key, record in read_claims(claims_dir).items():
             margins.setdefault(key, []).append((name, record))
         if args.unit_tests:
-            test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", *args.unit_tests],
-                                  env=environment, cwd=ROOT, capture_output=True, text=True)
-            last = (test.stdout.strip().splitlines() or ["(no output)"])[-1]
-            outcome[name]["unit"] = [] if test.returncode == 0 else [last]
-            print(f"  unit tests: {last}", flush=True)
+            outcome[name]["unit"] = run_unit_tests(args.unit_tests, jobs, environment)
     print_table(grid, paths, outcome, args.unit_tests, args.preset)
     print_margins(margins)
     return 0 if all(not failures for row in outcome.values() for failures in row.values()) else 1
+
+
+def run_unit_tests(paths, jobs, environment):
+    """The pytest files split over ``jobs`` processes (as the notebooks are); the failed tests, or [] when all passed."""
+    groups = [paths[i::jobs] for i in range(min(jobs, len(paths)))]
+    processes = [subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:randomly", *group], env=environment,
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for group in groups]
+    failures = []
+    for process in processes:
+        output = process.communicate()[0].strip().splitlines() or ["(no output)"]
+        print(f"  unit tests: {output[-1]}", flush=True)
+        failed = [line.split(" - ")[0].replace("FAILED ", "") for line in output if line.startswith(("FAILED", "ERROR"))]
+        failures += failed or ([] if process.returncode == 0 else [output[-1]])
+    return failures
 
 
 def print_table(grid, paths, outcome, unit_tests, preset):
@@ -168,7 +178,7 @@ def print_table(grid, paths, outcome, unit_tests, preset):
         for name in names:
             failures = outcome.get(name, {}).get(row)
             cells.append("not run" if failures is None else "ok" if not failures else
-                         ", ".join(f.split(":")[0] for f in failures))
+                         ", ".join(f.split("::")[-1] if row == "unit" else f.split(":")[0] for f in failures))
         print(f"| {row} | " + " | ".join(cells) + " |")
     failed = [(name, row, f) for name in names for row, fs in outcome.get(name, {}).items() for f in fs]
     if failed:
