@@ -132,8 +132,8 @@ class ImageFolderImages(Dataset):
 
 
 def default_data_root() -> Path:
-    """Where downloaded datasets go by default: ``~/.cache/nnvis`` (never inside the repository)."""
-    return Path("~/.cache/nnvis").expanduser()
+    """Where downloaded datasets go by default: ``$NNVIS_DATA_ROOT`` if set, else ``~/.cache/nnvis`` (never the repository)."""
+    return Path(os.environ.get("NNVIS_DATA_ROOT", "").strip() or "~/.cache/nnvis").expanduser()
 
 
 def _imagenette_url(resolution: str) -> str:
@@ -156,47 +156,79 @@ def _imagenette_resolution(root: Path, size: int) -> str:
 class ImagenetteImages(Dataset):
     """Imagenette (Howard 2019): ten easy ImageNet classes, through torchvision, as (image (3, size, size), label).
 
-    ``.classes`` are readable names ("tench", "English springer", ...). ``download=True`` fetches
-    the archive into ``root`` (default :func:`default_data_root`): roughly 100 MB for the
-    160-pixel version, chosen when ``size`` <= 160, else roughly 330 MB for the 320-pixel one.
+    ``split``: ``"val"`` (3,925 pictures), ``"train"`` (9,469) or ``"all"`` (val, then train).
+    ``length``: keep that many pictures, drawn at random from ``seed`` in a shuffled order (every class
+    comes early); None keeps them all in torchvision's order. ``.classes`` are readable names
+    ("tench", "English springer", ...). ``download=True`` fetches the archive into ``root`` (default
+    :func:`default_data_root`): roughly 100 MB for the 160-pixel version, chosen when ``size`` <= 160,
+    else roughly 330 MB for the 320-pixel one.
 
     >>> images = ImagenetteImages(size=224, download=True)
     >>> len(images), images.classes[0]
     (3925, 'tench')
     """
 
-    def __init__(self, root: str | os.PathLike | None = None, split: str = "val", size: int = 224, download: bool = False):
+    def __init__(self, root: str | os.PathLike | None = None, split: str = "val", size: int = 224, download: bool = False,
+                 length: int | None = None, seed: int = 0):
         from torchvision.datasets import Imagenette
 
         self.root = Path(root).expanduser() if root is not None else default_data_root()
         self.size = _check_int(size, "size (pixels per side)", 8)
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}.")
+        if split not in ("train", "val", "all"):
+            raise ValueError(f"split must be 'val', 'train' or 'all' (val, then train), got {split!r}.")
+        if length is not None:
+            length = _check_int(length, "length (the number of pictures)", 1)
+        self.split, self.seed = split, _check_int(seed, "seed", 0)
         self.resolution = _imagenette_resolution(self.root, self.size)
         if not download and not _imagenette_folder(self.root, self.resolution).exists():
             raise FileNotFoundError(
                 f"Imagenette is not in {self.root}. Download it with ImagenetteImages(download=True) or "
                 "dataset('imagenette'), point root= at the folder that holds imagenette2-320, or use dataset('offline')."
             )
-        try:
-            self._images = Imagenette(
-                str(self.root), split=split, size=self.resolution, download=download, loader=partial(_load_square, size=self.size)
-            )
-        except OSError as error:  # URLError and socket errors are OSErrors
-            raise ConnectionError(
-                f"could not download Imagenette into {self.root}: {error}. Check the connection and the free disk "
-                "space, or use dataset('offline'), which needs no download."
-            ) from error
-        self.classes = [names[0] for names in self._images.classes]
+        parts = []
+        for part in ("val", "train") if split == "all" else (split,):
+            try:
+                parts.append(Imagenette(str(self.root), split=part, size=self.resolution, download=download,
+                                        loader=partial(_load_square, size=self.size)))
+            except OSError as error:  # URLError and socket errors are OSErrors
+                raise ConnectionError(
+                    f"could not download Imagenette into {self.root}: {error}. Check the connection and the free disk "
+                    "space, or use dataset('offline'), which needs no download."
+                ) from error
+        if any(part.wnids != parts[0].wnids for part in parts):
+            raise ValueError(f"the train and val folders of Imagenette in {self.root} hold different classes; download it again.")
+        self._parts = parts
+        self._sizes = [len(part) for part in parts]
+        self.available = sum(self._sizes)
+        if length is None:
+            self._order = None
+        else:
+            generator = torch.Generator().manual_seed(self.seed)
+            self._order = torch.randperm(self.available, generator=generator)[: min(length, self.available)].tolist()
+        self.classes = [names[0] for names in parts[0].classes]
 
     def __len__(self) -> int:
-        return len(self._images)
+        return self.available if self._order is None else len(self._order)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self._images[index]
+        if isinstance(index, torch.Tensor):
+            index = int(index)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"picture {index} does not exist: this dataset has {len(self)}.")
+        index %= len(self)
+        if self._order is not None:
+            index = self._order[index]
+        for part, size in zip(self._parts, self._sizes):
+            if index < size:
+                return part[index]
+            index -= size
+        raise IndexError(index)  # unreachable: the sizes add up to self.available
 
     def __repr__(self) -> str:
-        return f"ImagenetteImages({str(self.root)!r}, size={self.size}, {len(self)} pictures of {self.resolution})"
+        which = {"val": "val", "train": "train", "all": "val + train"}[self.split]
+        chosen = f"{len(self)} of its {self.available} {which} pictures (seed {self.seed})" if self._order is not None else \
+            f"all {self.available} {which} pictures"
+        return f"ImagenetteImages({str(self.root)!r}, size={self.size}, {chosen}, {self.resolution}, {len(self.classes)} classes)"
 
 
 def _resolve_auto(root: Path, size: int, verbose: bool) -> str:
@@ -232,7 +264,8 @@ def dataset(
     """Pictures in quantity as a Dataset of (image (3, size, size) in [0, 1], label) items.
 
     ``name``: ``"offline"`` (:class:`OfflinePhotos`, ``length`` items from ``seed``),
-    ``"imagenette"`` (:class:`ImagenetteImages`, downloaded into ``root`` if needed), the path
+    ``"imagenette"`` (:class:`ImagenetteImages`, downloaded into ``root`` if needed: ``length``
+    pictures drawn from ``seed``, from val and, when val has fewer, from train too), the path
     of a folder of pictures (:class:`ImageFolderImages`), or ``"auto"``: Imagenette when it is
     in ``root`` or can be downloaded, else the offline photos; it prints one line saying which
     and why. ``NNVIS_DATASET=<name or path>`` overrides ``"auto"``.
@@ -249,7 +282,13 @@ def dataset(
     if key.lower() == "offline":
         return OfflinePhotos(length=length, size=size, seed=seed)
     if key.lower() == "imagenette":
-        return ImagenetteImages(root_path, split="val", size=size, download=True)
+        # val holds 3,925 pictures: a preset that wants more gets train as well, and fewer are drawn from ``seed``
+        images = ImagenetteImages(root_path, split="val", size=size, download=True, length=length, seed=seed)
+        if length > images.available:
+            images = ImagenetteImages(root_path, split="all", size=size, download=True, length=length, seed=seed)
+        if verbose and len(images) < length:
+            print(f"dataset('imagenette'): {length} pictures asked for, Imagenette has {len(images)}: using them all.")
+        return images
     if not Path(key).expanduser().exists() and os.sep not in key and "/" not in key:
         raise ValueError(f"no dataset {key!r}: use 'auto', 'offline', 'imagenette' or the path of a folder of pictures.")
     return ImageFolderImages(key, size=size)
