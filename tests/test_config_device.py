@@ -105,3 +105,23 @@ def test_claim_prints_figure_bound_and_margin(capsys, tmp_path, monkeypatch):
 def test_claim_rejects_what_it_cannot_compare(value, op, message):
     with pytest.raises((TypeError, ValueError), match=message):
         claim("x", value, op, 1.0)
+
+
+def test_claim_is_hard_only_on_the_models_it_was_verified_on(capsys, tiny_cnn):
+    from types import SimpleNamespace
+
+    verified = SimpleNamespace(info=SimpleNamespace(name="efficientnet_lite0", pretrained=True))
+    random_lite = SimpleNamespace(info=SimpleNamespace(name="efficientnet_lite0", pretrained=False))
+    vgg = SimpleNamespace(info=SimpleNamespace(name="vgg16", pretrained=True))
+    assert not claim("rate", 0.5, ">=", 0.9, model=verified), "hard on the model it was verified on"
+    assert claim("rate", 0.5, ">=", 0.9, model=vgg), "shown, not asserted, on another model"
+    assert claim("rate", 0.5, ">=", 0.9, model=random_lite)
+    assert claim("rate", 0.5, ">=", 0.9, model=tiny_cnn)
+    assert not claim("rate", 0.5, ">=", 0.9, model=vgg, verified_on=("vgg16",))
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("rate: 0.5 >= 0.9 FAILS")
+    assert printed[1] == "rate: 0.5 >= 0.9 does not hold: verified on efficientnet_lite0, shown here only (vgg16)"
+    assert printed[2].endswith("(efficientnet_lite0, random weights)")
+    assert printed[3].endswith(f"(your own {type(tiny_cnn).__name__})")
+    with pytest.raises(TypeError, match="tuple of model names"):
+        claim("rate", 0.5, ">=", 0.9, model=vgg, verified_on="vgg16")

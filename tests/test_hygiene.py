@@ -418,6 +418,7 @@ HELPERS = {
 #: Public callables with a ``model`` argument that are not in HELPERS, and why.
 NOT_HELPERS = {
     "count_hooks": "reads the hook dicts, this file's own measuring tool",
+    "claim": "reads model.info to decide whether a claim is hard, never runs the model",
     "get_layer": "looks a name up, never runs the model",
     "layer_names": "lists names, never runs the model",
     "model_info": "reads model.info of a load_model model",
