@@ -1,22 +1,22 @@
 """Keep the Colab badges and setup cells of every notebook in step with pyproject's [tool.nnvis].
 
-What a learner installs in Colab is set in one place, ``pyproject.toml``::
-
-    [project]
-    version = "0.2.0"
+What a learner opens and installs in Colab is set in one place, ``pyproject.toml``::
 
     [tool.nnvis]
     github = "owner/repo"
-    release = "v0.2.0"                 # a tag (v + project.version) or a 40-hex commit, never a branch
+    release = "main"                   # the default branch; or a tag vX.Y.Z / a 40-hex commit that is public
     colab_no_deps = { "05" = ["torchattacks>=3.5"] }   # peer libraries a notebook compares with
 
 Run ``python scripts/sync_repo_links.py`` after changing it: the first cell of every notebook
-gets its "Open in Colab" badge (opening the notebook of that release, so notebook and helpers
+gets its "Open in Colab" badge (opening the notebook at that ref, so notebook and helpers
 match), the second cell the canonical setup cell, and the README its badges.
-``tests/test_notebooks.py`` fails when they disagree.
+``tests/test_notebooks.py`` fails when they disagree, and when the ref is not in this clone's
+history or lacks a notebook (a badge that would open a 404).
 
-Releasing: raise ``project.version``, set ``release = "v<version>"``, run this script, commit,
-then ``git tag v<version> && git push --tags``.
+Why the default branch: tags and pushes made where this course is written never reach the public
+repository, so a badge at a tag we create opens nothing. A learner who clicks a badge opens main's
+notebook and installs main's helpers, tested together by CI on every change of main. Any other
+branch is refused: it may be deleted, and nothing tests it.
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
-RELEASE_PATTERN = re.compile(r"^(v\d+\.\d+\.\d+|[0-9a-f]{40})$")
+DEFAULT_BRANCH = "main"
+RELEASE_PATTERN = re.compile(r"^(main|v\d+\.\d+\.\d+|[0-9a-f]{40})$")
 
 
 def _settings() -> dict:
@@ -36,13 +37,13 @@ def _settings() -> dict:
 
 
 def course_repo() -> tuple[str, str]:
-    """(owner/repo, release) from pyproject.toml; the release is a tag or a commit, never a branch."""
+    """(owner/repo, release) from pyproject.toml; the release is the default branch, a tag or a commit."""
     settings = _settings()["tool"]["nnvis"]
     github, release = settings["github"], settings["release"]
     if not RELEASE_PATTERN.match(release):
         raise ValueError(
-            f"[tool.nnvis] release = {release!r}: use a tag 'vX.Y.Z' or a full commit hash, "
-            "not a branch (a branch moves, and the notebooks would install helpers they were not tested with)"
+            f"[tool.nnvis] release = {release!r}: use the default branch {DEFAULT_BRANCH!r}, a tag 'vX.Y.Z' that is "
+            "public, or a full commit hash, not another branch (it may vanish, and CI does not test it)"
         )
     return github, release
 
@@ -65,7 +66,7 @@ def setup_cell_source(notebook: str) -> str:
     github, release = course_repo()
     peers = colab_no_deps(notebook)
     lines = [
-        "# Setup. In Colab: install the course helpers of this notebook's release (and graphviz, for notebook 01).",
+        f"# Setup. In Colab: install the course helpers from {release} of the course, as this notebook (and graphviz, for 01).",
         "# Elsewhere nothing happens here: `make course`, `make lab` or `pip install -e .` installed them.",
         "import subprocess, sys",
         "",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -91,21 +92,31 @@ def test_code_is_shown_as_code_cells_and_installs_live_in_the_setup_cell(path):
         )
 
 
-def test_colab_installs_a_release_not_a_branch():
+def _git(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_every_badge_and_setup_cell_opens_a_ref_that_holds_every_notebook():
     github, release = sync_repo_links.course_repo()
-    settings = sync_repo_links._settings()
-    assert release == "v" + settings["project"]["version"] or re.fullmatch(r"[0-9a-f]{40}", release), (
-        f"[tool.nnvis] release {release!r} should be 'v' + project.version ({settings['project']['version']}) or a commit"
-    )
     for path in NOTEBOOKS:
-        setup = "".join(json.loads(path.read_text())["cells"][1]["source"])
-        assert f"git+https://github.com/{github}@{release}\"" in setup
-        assert "@main" not in setup and "/blob/main/" not in "".join(json.loads(path.read_text())["cells"][0]["source"])
+        cells = json.loads(path.read_text())["cells"]
+        assert f"git+https://github.com/{github}@{release}\"" in "".join(cells[1]["source"]), f"{path.name}: setup cell"
+        assert f"/blob/{release}/notebooks/{path.name})" in "".join(cells[0]["source"]), f"{path.name}: badge"
+    assert _git("rev-parse", "--git-dir").returncode == 0, "run the tests in a git clone of the course"
+    refs = [release, f"origin/{release}", f"refs/remotes/origin/{release}"]
+    ref = next((r for r in refs if _git("rev-parse", "--verify", "--quiet", f"{r}^{{commit}}").returncode == 0), None)
+    assert ref is not None, (
+        f"the badges open {release!r}, which is not in this clone's history: a learner would get a 404. "
+        "Point [tool.nnvis] release at the default branch and run scripts/sync_repo_links.py"
+    )
+    committed = _git("ls-tree", "--name-only", "HEAD", "notebooks/").stdout.split()
+    missing = [name for name in committed if name.endswith(".ipynb") and _git("cat-file", "-e", f"{ref}:{name}").returncode]
+    assert not missing, f"{release} lacks {missing}: their badges would open a 404 until it holds them"
 
 
-def test_a_branch_as_release_is_refused(monkeypatch):
+def test_another_branch_as_release_is_refused(monkeypatch):
     settings = sync_repo_links._settings()
-    settings["tool"]["nnvis"]["release"] = "main"
+    settings["tool"]["nnvis"]["release"] = "feature-x"
     monkeypatch.setattr(sync_repo_links, "_settings", lambda: settings)
-    with pytest.raises(ValueError, match="not a branch"):
+    with pytest.raises(ValueError, match="not another branch"):
         sync_repo_links.course_repo()
