@@ -5,6 +5,9 @@
 #   make test-matrix      the fast notebooks and the numerical unit tests under several CPU arithmetics,
 #                         one and two torch threads and three seeds: a table notebook x setting, and margins
 #   make test-arithmetic  the fast notebooks once more in plain SSE arithmetic on one thread (what CI adds)
+# and, to walk the learner's Colab path without a download:
+#   make test-colab       every notebook in fast mode with load_model("auto") on VGG-16 (random weights) and
+#                         dataset("auto") finding an Imagenette stand-in on disk (build/imagenette-standin)
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
@@ -16,7 +19,7 @@ NUMERICAL_TESTS := tests/test_attribution.py tests/test_saliency.py tests/test_a
   tests/test_faithfulness.py tests/test_atlas.py tests/test_blocks.py tests/test_channels.py tests/test_inversion_style.py \
   tests/test_exercises.py tests/test_heldout_models.py
 
-.PHONY: setup test test-slow test-matrix test-arithmetic course gallery browser lab bench clean
+.PHONY: setup test test-slow test-matrix test-arithmetic test-colab course gallery browser lab bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@command -v python3 >/dev/null || { echo "error: python3 (3.9 or newer) is needed"; exit 1; }
@@ -35,7 +38,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 setup: $(STAMP)
 
 test: setup
-	NNVIS_FAST=1 $(PYTHON) -m pytest -m "not slow"
+	NNVIS_FAST=1 $(PYTHON) -m pytest -m "not slow and not colab"
 
 test-slow: setup
 	$(PYTHON) -m pytest -m slow tests
@@ -45,6 +48,11 @@ test-matrix: setup
 
 test-arithmetic: setup
 	$(PYTHON) scripts/run_notebooks.py --matrix --arithmetic default --threads 1 --seeds 0
+
+# The stand-in is written once under build/ (about 30 s) and kept: torchvision's Imagenette layout, the real class and
+# split sizes, pictures cut from the offline photos (tests/conftest.py, scripts/imagenette_standin.py).
+test-colab: setup
+	NNVIS_FAST=1 $(PYTHON) -m pytest -m colab tests/test_colab_path.py
 
 # Every notebook runs, even after one failed; each is written as HTML (a failing cell shows its error there),
 # a summary names the failed ones, and the exit status is non-zero if any failed.

@@ -43,6 +43,20 @@ def offline_model() -> nn.Module:
     return load_model("efficientnet_lite0", verbose=False)
 
 
+@pytest.fixture(scope="session")
+def imagenette_standin():
+    """The folder holding an Imagenette stand-in (imagenette2-320/, torchvision's layout, the real class and split
+    sizes, pictures cut from the offline photos): written once under build/ (about 30 s), kept between test runs."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "scripts"))
+    import imagenette_standin
+
+    return imagenette_standin.build(root / "build" / "imagenette-standin")
+
+
 def snapshot(model: nn.Module) -> dict:
     """Everything a helper must leave as it found it."""
     return {
