@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..datasets.activations import _VectorKeeper, stream_layer
+from ..datasets.activations import _expected_images, _Rows, _VectorKeeper, stream_layer
 from ..layers import get_layer, preserve_model_state
 from ..datasets.photos import _check_int
 
@@ -101,13 +101,12 @@ def _check_by(by) -> str:
 class _TopKeeper(_VectorKeeper):
     """The forward hook of :func:`top_examples`: folds every batch into the running top k of each channel."""
 
-    def __init__(self, layer: str, channels: torch.Tensor | None, k: int, ignore_border: int):
+    def __init__(self, layer: str, channels: torch.Tensor | None, k: int, ignore_border: int, total_images: int | None):
         super().__init__(layer, 1, False, stop_early=True, seed=0)
         self.channels, self.k, self.ignore_border = channels, k, ignore_border
         self.best: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.image_max: list[torch.Tensor] = []
-        self.image_mean: list[torch.Tensor] = []
-        self.image_argmax: list[torch.Tensor] = []
+        # One buffer each, not a tensor per batch: see datasets.activations._Rows.
+        self.image_max, self.image_mean, self.image_argmax = _Rows(total_images), _Rows(total_images), _Rows(total_images)
 
     def keep(self, tensor) -> None:
         batch = self.batch
@@ -148,9 +147,9 @@ class _TopKeeper(_VectorKeeper):
                 kept_scores, kept_index = self.best[name]
                 scores, batch_index = torch.cat([kept_scores, scores], 1), torch.cat([kept_index, batch_index], 1)
             self.best[name] = rank(scores, batch_index, self.k)
-        self.image_max.append(peak.cpu())
-        self.image_mean.append(mean.cpu())
-        self.image_argmax.append(where.cpu())
+        self.image_max.append(peak)
+        self.image_mean.append(mean)
+        self.image_argmax.append(where)
 
 
 def top_examples(
@@ -188,12 +187,12 @@ def top_examples(
     ignore_border = _check_int(ignore_border, "ignore_border (map rows and columns left out at each edge)", 0)
     if channels is not None:
         channels = _channel_list(channels)
-    keeper = _TopKeeper(layer, channels, k, ignore_border)
+    keeper = _TopKeeper(layer, channels, k, ignore_border, _expected_images(data, max_images))
     with preserve_model_state(model):
         for _ in stream_layer(model, module, keeper, data, batch_size, num_workers, max_images, progress, f"top examples {layer}"):
             pass
     (max_scores, max_index), (mean_scores, mean_index) = keeper.best["max"], keeper.best["mean"]
-    image_argmax = torch.cat(keeper.image_argmax)
+    image_argmax = keeper.image_argmax.result(dtype=torch.long)
     rows = torch.arange(len(keeper.channels))[:, None]
     flat = image_argmax[max_index, rows]
     width = keeper.map_size[1]
@@ -205,8 +204,8 @@ def top_examples(
         max_positions=torch.stack([flat // width, flat % width], dim=2),
         mean_scores=mean_scores,
         mean_index=mean_index,
-        image_max=torch.cat(keeper.image_max),
-        image_mean=torch.cat(keeper.image_mean),
+        image_max=keeper.image_max.result(),
+        image_mean=keeper.image_mean.result(),
         image_argmax=image_argmax,
         map_size=keeper.map_size,
         image_size=keeper.image_size,
