@@ -93,7 +93,7 @@ from .datasets import (
 )
 from .device import describe_device, get_device
 from .featurevis import deepdream, render
-from .images import describe_sample, load_image, load_images, sample_images, to_numpy, to_pil
+from .images import colourfulness, describe_sample, load_image, load_images, sample_images, to_numpy, to_pil
 from .layers import (
     LayerInfo,
     LayerNotFoundError,
@@ -138,7 +138,7 @@ __all__ = [
     "check_images", "check_target", "claim",
     "course_seed", "is_fast", "pick", "quality", "seed_everything",
     "describe_device", "get_device",
-    "describe_sample", "load_image", "load_images", "sample_images", "to_numpy", "to_pil",
+    "colourfulness", "describe_sample", "load_image", "load_images", "sample_images", "to_numpy", "to_pil",
     "LayerInfo", "LayerNotFoundError", "capture_activations", "capture_gradients", "count_hooks",
     "format_layer_table", "get_layer", "layer_names", "list_layers", "preserve_model_state",
     "OFFLINE_MODEL", "ModelInfo", "imagenet_labels", "load_model", "model_info", "predict", "top_predictions",

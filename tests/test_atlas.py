@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
 import matplotlib.pyplot as plt
 import pytest
 import torch
@@ -14,6 +16,7 @@ from nnvis_helpers.atlas import (
     activation_atlas,
     activations_at,
     atlas_explorer,
+    atlas_icon_mask,
     atlas_image,
     class_focused_vectors,
     draw_atlas,
@@ -239,11 +242,37 @@ def test_class_focused_vectors_keep_the_top_of_each_class(tiny_cnn):
 def test_atlas_image_puts_each_icon_in_its_cell(tiny_cnn):
     images = torch.rand(5, 3, SIZE, SIZE)
     atlas = _atlas_from_images(tiny_cnn, "features.3", images)
-    canvas = atlas_image(atlas, density=False, background=1.0)
+    canvas = atlas_image(atlas, background=1.0)
     assert canvas.shape == (3, 5 * SIZE, 5 * SIZE)
     row, column = atlas.cells[2].tolist()
     assert torch.equal(canvas[:, row * SIZE:(row + 1) * SIZE, column * SIZE:(column + 1) * SIZE], images[2])
     assert (canvas[:, :SIZE, :SIZE] == 1.0).all(), "row 0 is empty: background"
+    mask = atlas_icon_mask(atlas)
+    assert mask.shape == canvas.shape[1:] and mask.sum() == 5 * SIZE * SIZE
+    assert mask[row * SIZE, column * SIZE] and not mask[0, 0]
+    faded = atlas_image(atlas, fade=True, background=1.0)
+    counts = atlas.grid.counts[atlas.cells[:, 0], atlas.cells[:, 1]]
+    if counts.max() == counts.min():
+        assert torch.equal(faded, canvas), "equal counts: nothing to fade"
+
+
+def test_draw_atlas_shows_density_as_bars_and_keeps_the_icons(tiny_cnn):
+    images = torch.rand(6, 3, SIZE, SIZE)
+    atlas = _atlas_from_images(tiny_cnn, "features.3", images)
+    atlas.grid.counts[atlas.cells[0, 0], atlas.cells[0, 1]] = 30  # one busy cell
+    figure = draw_atlas(atlas)
+    drawn = figure.axes[0].images[0].get_array()
+    expected = atlas_image(atlas).permute(1, 2, 0).numpy()
+    assert np.allclose(drawn, expected), "icons drawn at full colour"
+    bars = sorted(patch.get_width() for patch in figure.axes[0].patches)
+    step = 1 / atlas.grid.grid_size
+    assert len(bars) == len(atlas.cells) and bars[-1] == pytest.approx(0.88 * step), "the busiest cell has the full bar"
+    assert bars[0] < 0.5 * bars[-1], "a sparse cell gets a short bar"
+    plt.close(figure)
+    assert not draw_atlas(atlas, density=None).axes[0].patches
+    plt.close("all")
+    with pytest.raises(ValueError, match="density="):
+        draw_atlas(atlas, density="size")
 
 
 def test_drawings_return_figures_and_check_their_arguments(tiny_cnn):

@@ -56,17 +56,25 @@ def test_the_dictionary_marks_each_place_and_shows_its_channels():
         draw_dictionary(PHOTO, dictionary, [(4, 0)])
 
 
-def test_the_grid_mosaic_fades_weak_cells_towards_white():
+def test_the_grid_mosaic_keeps_colour_and_shows_strength_as_bars():
     icons = torch.zeros(2, 2, 3, 8, 8)
+    icons[:, :, 0] = 1.0  # red icons
     vectors = torch.tensor([[[1.0, 0.0], [0.0, 0.5]], [[0.0, 0.0], [2.0, 0.0]]])  # lengths 1, 0.5, 0, 2
     grid = ActivationGrid(layer="features.4", cells=(2, 2), vectors=vectors, icons=icons, seconds_per_icon=0.1)
     figure = draw_activation_grid(PHOTO, grid)
     mosaic = figure.axes[1].images[0].get_array()
     assert mosaic.shape == (16, 16, 3)
-    assert mosaic[12, 12].max() == 0, "the strongest cell keeps its (black) icon"
-    assert mosaic[12, 4].min() == 1, "a silent cell fades to white"
-    assert 0.7 < mosaic[4, 12].mean() < 0.8, "a quarter-strength cell is three quarters faded"
+    assert (mosaic[..., 0] == 1).all() and (mosaic[..., 1:] == 0).all(), "every icon keeps its colour"
+    bars = [patch.get_width() for patch in figure.axes[1].patches]
+    assert bars == pytest.approx([0.88 * 8 * share for share in (0.5, 0.25, 0.0, 1.0)]), "bar length = strength"
     plt.close(figure)
+    faded = draw_activation_grid(PHOTO, grid, fade=True)
+    mosaic = faded.axes[1].images[0].get_array()
+    assert mosaic[12, 12, 0] == 1 and mosaic[12, 12, 1] == 0, "the strongest cell keeps its icon"
+    assert mosaic[12, 4].min() == 1, "a silent cell fades to white"
+    assert 0.7 < mosaic[4, 12, 1] < 0.8, "a quarter-strength cell is three quarters faded"
+    assert not faded.axes[1].patches
+    plt.close(faded)
 
 
 def test_attribution_and_group_maps_draw_on_given_axes():

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nnvis_helpers import check_images, check_target, load_image, load_images, sample_images, to_numpy, to_pil
+from nnvis_helpers import check_images, check_target, colourfulness, load_image, load_images, sample_images, to_numpy, to_pil
 
 
 @pytest.mark.parametrize("name", sample_images())
@@ -106,3 +106,27 @@ def test_check_target_forms():
     for bad, error in [(10, ValueError), (-1, ValueError), ([1, 2, 3], ValueError), (1.5, TypeError), (True, TypeError)]:
         with pytest.raises(error):
             check_target(bad, 2, 10)
+
+
+def test_colourfulness_follows_hasler_and_suesstrunk():
+    assert colourfulness(torch.full((2, 3, 8, 8), 0.4)) == pytest.approx(0.0, abs=1e-6), "grey has no colour"
+    red = torch.zeros(3, 4, 4)
+    red[0] = 1.0  # rg = 255, yb = 127.5 everywhere, no spread
+    assert colourfulness(red) == pytest.approx(0.3 * (255**2 + 127.5**2) ** 0.5)
+    images = torch.rand(3, 3, 10, 12, generator=torch.Generator().manual_seed(0))
+    r, g, b = (images[:, c].numpy().ravel() * 255 for c in range(3))
+    rg, yb = r - g, (r + g) / 2 - b
+    expected = np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
+    assert colourfulness(images) == pytest.approx(expected, rel=1e-5)
+    half = torch.zeros(10, 12, dtype=torch.bool)
+    half[:, :6] = True
+    picture = torch.full((3, 10, 12), 0.5)
+    picture[:, :, :6] = red[:, :1, :1]
+    assert colourfulness(picture, mask=half) == pytest.approx(colourfulness(red)), "only the masked pixels count"
+    # Over the whole picture the contrast between the red and the grey half counts as spread, too: a page
+    # around the pictures changes the figure, so measure drawn pictures on their own pixels.
+    assert colourfulness(picture) > 2 * colourfulness(picture, mask=half)
+    with pytest.raises(ValueError, match="selects no pixel"):
+        colourfulness(picture, mask=torch.zeros(10, 12, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask must be"):
+        colourfulness(picture, mask=torch.ones(4, 4, dtype=torch.bool))

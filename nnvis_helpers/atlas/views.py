@@ -19,6 +19,7 @@ from .layout import Layout
 
 __all__ = [
     "atlas_image",
+    "atlas_icon_mask",
     "draw_layout",
     "draw_grid",
     "draw_atlas",
@@ -39,17 +40,19 @@ def class_names(model=None) -> tuple[str, ...]:
     return imagenet_labels()
 
 
-def atlas_image(atlas: Atlas, density: bool = True, background: float = 1.0) -> torch.Tensor:
-    """The atlas as one image (3, G*S, G*S): every icon in its cell, empty cells in ``background``.
+def atlas_image(atlas: Atlas, fade: bool = False, background: float = 0.12) -> torch.Tensor:
+    """The atlas as one image (3, G*S, G*S): every icon in its cell at full colour, empty cells in ``background``.
 
-    ``density=True`` fades icons of sparse cells towards the background (opacity grows with the
-    log of the count), so the eye goes to where the data is, as in the paper's figures.
+    The page is dark (0.12) so that the icons keep their colour; :func:`draw_atlas` shows how many
+    vectors each cell rests on with a bar instead. ``fade=True`` is the older drawing: icons of sparse
+    cells blended towards the background (opacity from 0.4 by the log of the count), which on a white
+    page halved the atlas's colourfulness.
     """
     grid, icons = atlas.grid, atlas.icons
     size = icons.shape[-1]
     canvas = torch.full((3, grid.grid_size * size, grid.grid_size * size), float(background))
     counts = grid.counts[grid.cells[:, 0], grid.cells[:, 1]].float()
-    if density and counts.max() > counts.min():
+    if fade and counts.max() > counts.min():
         opacity = 0.4 + 0.6 * (counts.log() - counts.log().min()) / (counts.log().max() - counts.log().min())
     else:
         opacity = torch.ones_like(counts)
@@ -57,6 +60,17 @@ def atlas_image(atlas: Atlas, density: bool = True, background: float = 1.0) -> 
         icon = icons[k] * opacity[k] + background * (1 - opacity[k])
         canvas[:, row * size:(row + 1) * size, column * size:(column + 1) * size] = icon
     return canvas
+
+
+def atlas_icon_mask(atlas: Atlas) -> torch.Tensor:
+    """Which pixels of :func:`atlas_image` hold an icon: a boolean (G*S, G*S), to measure the icons as drawn.
+
+    >>> colourfulness(atlas_image(atlas), mask=atlas_icon_mask(atlas))
+    """
+    size = atlas.icons.shape[-1]
+    mask = torch.zeros(atlas.grid.grid_size, atlas.grid.grid_size, dtype=torch.bool)
+    mask[atlas.cells[:, 0], atlas.cells[:, 1]] = True
+    return mask.repeat_interleave(size, 0).repeat_interleave(size, 1)
 
 
 def _label_colours(labels: Sequence[str], top: int):
@@ -132,27 +146,37 @@ def draw_grid(grid: AtlasGrid, ax=None, title: str | None = None):
 def draw_atlas(
     atlas: Atlas,
     ax=None,
-    density: bool = True,
+    density: str | None = "bar",
     cell_labels: Sequence[str] | None = None,
     cell_colours: Sequence | None = None,
     title: str | None = None,
     figsize: float = 9,
 ):
-    """The atlas: icons on the grid; optional text label and coloured frame per drawn cell.
+    """The atlas: icons at full colour on a dark page; how many vectors each cell rests on; optional labels and frames.
 
+    ``density``: ``"bar"`` (default) draws a white bar along the top of each cell, as long as the
+    log of its count against the busiest cell's (a cell of a handful of images gets a stub);
+    ``"fade"`` blends sparse cells' icons into the page instead (paler pictures); None shows nothing.
     ``cell_labels[k]`` / ``cell_colours[k]`` belong to ``atlas.cells[k]`` (the class view puts
     each cell's top class there; the class-focused atlas colours cells by the class they lean to).
 
     >>> fig = draw_atlas(atlas, cell_labels=[labels[i] for i in layer_to_logits(...).argmax(1)])
     """
+    if density not in ("bar", "fade", None):
+        raise ValueError(f"density={density!r}: use 'bar' (a bar per cell), 'fade' (pale sparse icons) or None.")
     fig, ax = _new_axes(ax, (figsize, figsize))
-    ax.imshow(to_numpy(atlas_image(atlas, density)).clip(0, 1), extent=(0, 1, 1, 0), interpolation="lanczos")
+    ax.imshow(to_numpy(atlas_image(atlas, fade=density == "fade")).clip(0, 1), extent=(0, 1, 1, 0), interpolation="lanczos")
     step = 1 / atlas.grid.grid_size
     cells = atlas.cells.tolist()
     for items, name in ((cell_labels, "cell_labels"), (cell_colours, "cell_colours")):
         if items is not None and len(items) != len(cells):
             raise ValueError(f"{name} has {len(items)} entries for {len(cells)} drawn cells; give one per cell.")
+    counts = atlas.grid.counts[atlas.cells[:, 0], atlas.cells[:, 1]].float() if cells else torch.zeros(0)
+    share = (counts.log1p() / counts.max().log1p()).tolist() if cells else []
     for k, (row, column) in enumerate(cells):
+        if density == "bar":
+            ax.add_patch(plt.Rectangle(((column + 0.06) * step, (row + 0.04) * step), 0.88 * step * share[k], 0.07 * step,
+                                       facecolor="white", edgecolor="black", lw=0.4, zorder=3))
         if cell_colours is not None:
             ax.add_patch(plt.Rectangle((column * step, row * step), step, step, fill=False, lw=1.5,
                                        edgecolor=cell_colours[k]))
@@ -163,7 +187,8 @@ def draw_atlas(
     ax.set_xlim(0, 1)
     ax.set_ylim(1, 0)
     ax.axis("off")
-    ax.set_title(title or f"activation atlas of {atlas.layer}: {len(cells)} cells", fontsize=11)
+    note = f" (bars: vectors per cell, log scale, up to {int(counts.max())})" if density == "bar" and cells else ""
+    ax.set_title((title or f"activation atlas of {atlas.layer}: {len(cells)} cells") + note, fontsize=11)
     return fig
 
 

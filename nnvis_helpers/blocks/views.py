@@ -106,11 +106,12 @@ def _activation_strength(vectors: torch.Tensor) -> torch.Tensor:
     return norms / norms.max().clamp(min=1e-12)
 
 
-def draw_activation_grid(image: torch.Tensor, grid: ActivationGrid, fade: bool = True, title: str | None = None):
-    """The photo beside its activation grid: one icon per cell, faded by how strongly the cell is active.
+def draw_activation_grid(image: torch.Tensor, grid: ActivationGrid, fade: bool = False, title: str | None = None):
+    """The photo beside its activation grid: one icon per cell at full colour, a bar for how strongly the cell is active.
 
-    ``fade``: blend each icon towards white by its activation vector's length (the strongest cell
-    at full colour), as the paper does, so that quiet background cells recede.
+    The bar along the top of each cell is as long as the cell's activation vector against the strongest
+    cell's, so quiet background cells are told apart without losing their colour. ``fade=True`` blends
+    each icon towards white by that strength instead, as the paper's figure does (paler icons).
 
     >>> draw_activation_grid(photo, grid)
     """
@@ -119,9 +120,10 @@ def draw_activation_grid(image: torch.Tensor, grid: ActivationGrid, fade: bool =
     rows, columns = grid.cells
     icon_size = grid.icons.shape[-1]
     mosaic = grid.icons.permute(0, 3, 1, 4, 2).reshape(rows * icon_size, columns * icon_size, 3).float()
+    strength = _activation_strength(grid.vectors)
     if fade:
-        strength = _activation_strength(grid.vectors).repeat_interleave(icon_size, 0).repeat_interleave(icon_size, 1)
-        mosaic = mosaic * strength[..., None] + (1 - strength[..., None])
+        spread = strength.repeat_interleave(icon_size, 0).repeat_interleave(icon_size, 1)
+        mosaic = mosaic * spread[..., None] + (1 - spread[..., None])
     figure, axes = plt.subplots(1, 2, figsize=(11, 5.4))
     picture = _picture(image)
     axes[0].imshow(picture)
@@ -131,8 +133,13 @@ def draw_activation_grid(image: torch.Tensor, grid: ActivationGrid, fade: bool =
         axes[0].axvline(column * picture.shape[1] / columns - 0.5, color="white", linewidth=0.6, alpha=0.7)
     axes[0].set_title(f"the photo, cut into the {rows} x {columns} cells", fontsize=10)
     axes[1].imshow(mosaic.clamp(0, 1).numpy())
-    axes[1].set_title(title or f"activation grid of {grid.layer}: one icon per cell" + (", faded by strength" if fade else ""),
-                      fontsize=10)
+    if not fade:
+        for (row, column), share in np.ndenumerate(strength.reshape(rows, columns).cpu().numpy()):
+            axes[1].add_patch(plt.Rectangle(((column + 0.06) * icon_size - 0.5, (row + 0.04) * icon_size - 0.5),
+                                            0.88 * icon_size * share, 0.07 * icon_size, facecolor="white",
+                                            edgecolor="black", linewidth=0.4))
+    axes[1].set_title(title or f"activation grid of {grid.layer}: one icon per cell, "
+                      + ("faded by strength" if fade else "bars: strength (vector length)"), fontsize=10)
     for ax in axes:
         ax.axis("off")
     figure.tight_layout()
