@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 # in every setting. The other tests check shapes, errors, widgets and files, which do not move with the arithmetic.
 NUMERICAL_TESTS := tests/test_attribution.py tests/test_saliency.py tests/test_adversarial.py tests/test_featurevis.py \
   tests/test_faithfulness.py tests/test_atlas.py tests/test_blocks.py tests/test_channels.py tests/test_inversion_style.py \
-  tests/test_exercises.py tests/test_heldout_models.py
+  tests/test_exercises.py tests/test_heldout_models.py tests/test_atlas_attribution.py tests/test_atlas_patch.py
 
 .PHONY: setup test test-slow test-matrix test-arithmetic test-colab course gallery browser lab bench clean
 

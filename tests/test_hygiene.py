@@ -377,6 +377,12 @@ HELPERS = {
     "atlas.project": Helper(lambda m, x: atlas.project(_atlas(), m, x)),
     "atlas.icon_faithfulness": Helper(lambda m, x: atlas.icon_faithfulness(m, _atlas())),
     "atlas.class_focused_vectors": Helper(lambda m, x: atlas.class_focused_vectors(m, _activations(), (1, 2), keep=5)),
+    "atlas.vector_attributions": Helper(lambda m, x: atlas.vector_attributions(
+        m, _activations(), torch.rand(12, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2)), batch_size=4,
+        progress=False)),
+    "atlas.choose_patch": Helper(lambda m, x: atlas.choose_patch(m, x, 1, image_size=SIZE)),
+    "atlas.patch_flip_rate": Helper(lambda m, x: atlas.patch_flip_rate(m, x, x[0], 1, sizes=(0.25,), places=("top left",),
+                                                                       progress=False)),
     # 07 channels
     "top_examples": Helper(lambda m, x: top_examples(m, LAYER, x, channels=[0, 1], k=2, batch_size=1, progress=False)),
     "channel_cards": Helper(lambda m, x: channel_cards(m, LAYER, x, channels=[0, 1], k=2, icons=False, progress=False)),
@@ -427,6 +433,7 @@ NOT_HELPERS = {
     "default_style_layers": "looks the model's name up in STYLE_LAYERS, never runs the model",
     "atlas.atlas_explorer": "a widget over an atlas already made (plotting)",
     "atlas.show_cell": "draws an atlas cell (plotting)",
+    "atlas.draw_patch_attack": "draws photos before and after a patch (plotting)",
     "atlas.class_names": "reads the labels",
 }
 
