@@ -187,7 +187,7 @@ def draw_atlas(
     ax.set_xlim(0, 1)
     ax.set_ylim(1, 0)
     ax.axis("off")
-    note = f" (bars: vectors per cell, log scale, up to {int(counts.max())})" if density == "bar" and cells else ""
+    note = f"\nbars: vectors per cell, log scale, up to {int(counts.max())}" if density == "bar" and cells else ""
     ax.set_title((title or f"activation atlas of {atlas.layer}: {len(cells)} cells") + note, fontsize=11)
     return fig
 
