@@ -12,7 +12,11 @@ What every test proves, per architecture:
 * guided backprop and deconvnet apply their rule to every rectifier, functional ones included
   (DenseNet's final ``F.relu``), and warn about the activations they cannot cover (GELU, Hardswish);
 * the default Grad-CAM layer is found at the images' own size (the 32 px CIFAR network);
-* a model in train mode gets the eval-mode answer, and comes back with its flags and buffers.
+* a model in train mode gets the eval-mode answer, and comes back with its flags and buffers;
+* the atlas's attribution labels (vector_attributions and the cell helpers) and its patch attack (cell_crops,
+  choose_patch, patch_flip_rate, control_patches, draw_patch_attack) equal the same numbers written out with plain
+  autograd and forward passes, in eval and in train mode; a ViT's tokens and pooled vectors, which have no map
+  positions, get a clear error wherever a position is needed.
 """
 from __future__ import annotations
 
@@ -28,8 +32,25 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from nnvis_helpers import count_hooks
 from nnvis_helpers.adversarial import bim, deepfool, fgsm, pgd
+from nnvis_helpers.atlas import (
+    Atlas,
+    activation_atlas,
+    attribution_focused_vectors,
+    attribution_labels,
+    cell_attribution,
+    cell_crops,
+    choose_patch,
+    control_patches,
+    draw_patch_attack,
+    label_agreement,
+    paste_patch,
+    patch_flip_rate,
+    vector_attributions,
+)
 from nnvis_helpers.attribution import integrated_gradients, layer_integrated_gradients
+from nnvis_helpers.datasets import ActivationSet, collect_activations
 from nnvis_helpers.saliency import (
     deconvnet,
     grad_cam,
@@ -513,3 +534,286 @@ def test_inversion_and_style_on_held_out_models(held_out):
     changed = [i for i, (a, b) in enumerate(zip(values, _everything(model))) if not torch.equal(a, b)]
     assert not changed, f"{len(changed)} parameters or buffers (BatchNorm statistics) changed"
     assert not any(p.grad is not None for p in model.parameters()), ".grad written on the model"
+
+
+# ----------------------------------------------------------------------------- activation atlas (notebook 06)
+
+
+@dataclass(frozen=True)
+class AtlasPick:
+    layer: str
+    map_size: tuple[int, int]  # the layer's map at the architecture's image size; (1, 1): one vector per image
+
+
+#: Per architecture: the layer the atlas is made of, and its map at the images' size. Small maps, so that every
+#: position of an image can be attributed in one test. VGG-16 is left out: the course runs it on Colab, and its
+#: 120 M-parameter head makes each attribution pass slow (seconds) without adding a case.
+ATLAS_PICKS = {
+    "resnet18": AtlasPick("layer3", (4, 4)),
+    "mobilenet_v3_small": AtlasPick("features.4", (4, 4)),  # Hardsigmoids after it: no second derivative in PyTorch
+    "densenet121": AtlasPick("features.transition2", (4, 4)),
+    "vit_tiny": AtlasPick("fc_norm", (1, 1)),  # the class token (N, 192) after the last norm: no positions
+    "cifar_cnn": AtlasPick("features.5", (16, 16)),  # a BatchNorm whose output an in-place ReLU6 overwrites
+}
+ATLAS_IMAGES = 6  # a layout needs 5 vectors or more, and the ViT gives one per image
+
+
+@contextmanager
+def _in_mode(model: nn.Module, mode: str, what: str):
+    """Run the block with the model in ``mode`` ("eval" or "train"); it must come back exactly as it went in.
+
+    Checked after the block: every module's flag, no hook left, requires_grad, no .grad, parameters and buffers.
+    """
+    model.train(mode == "train")
+    try:
+        training = [m.training for m in model.modules()]
+        requires_grad = [p.requires_grad for p in model.parameters()]
+        values = _everything(model)
+        yield
+        assert [m.training for m in model.modules()] == training, f"{what}: a module's train / eval flag changed"
+        assert count_hooks(model) == 0, f"{what}: hooks left behind"
+        assert [p.requires_grad for p in model.parameters()] == requires_grad, f"{what}: requires_grad changed"
+        assert all(p.grad is None for p in model.parameters()), f"{what}: .grad written on the model"
+        changed = sum(not torch.equal(a, b) for a, b in zip(values, _everything(model)))
+        assert not changed, f"{what}: {changed} parameters or buffers (BatchNorm statistics) changed"
+    finally:
+        model.eval()
+
+
+def _gradient_times_activation(model: nn.Module, layer: str, image: torch.Tensor, mean: bool = False) -> torch.Tensor:
+    """(d logit_c / d z_p) . z_p for every class c and position p of ``layer``'s map z, one image: (classes, H * W).
+
+    Positions row by row; (classes, 1) for a layer without a map (gradient . vector), or with ``mean=True``:
+    (d logit_c / d z, averaged over the positions) . (z averaged over the positions). The definition in plain
+    autograd, no helper involved: the layer's output plus a zero tensor that requires grad, one backward per class.
+    The model must be in eval mode.
+    """
+    saved = {}
+
+    def add_zero(_module, _inputs, output):
+        saved["z"], saved["zero"] = output.detach().clone(), torch.zeros_like(output, requires_grad=True)
+        return output + saved["zero"]
+
+    handle = model.get_submodule(layer).register_forward_hook(add_zero)
+    try:
+        logits = model(image)
+    finally:
+        handle.remove()
+    z, rows = saved["z"][0], []
+    for target in range(logits.shape[1]):
+        (gradient,) = torch.autograd.grad(logits[0, target], saved["zero"], retain_graph=True)
+        gradient = gradient[0]
+        if z.dim() == 1:
+            rows.append((gradient * z).sum()[None])
+        elif mean:
+            rows.append((gradient.mean(dim=(1, 2)) * z.mean(dim=(1, 2))).sum()[None])
+        else:
+            rows.append((gradient * z).sum(dim=0).flatten())
+    return torch.stack(rows).detach()
+
+
+@pytest.mark.parametrize("held_out", list(ATLAS_PICKS), indirect=True)
+def test_vector_attributions_are_gradient_times_activation_on_held_out_models(held_out):
+    """Every position of one image, every class: the helper's Jacobian-vector products equal autograd's, in eval
+    and in train mode; data that is not the activations' data, or a class the model lacks, is refused."""
+    model, image, size = held_out.model, held_out.images[:1], held_out.arch.size
+    pick = ATLAS_PICKS[held_out.name]
+    positions = pick.map_size[0] * pick.map_size[1]
+    everywhere = collect_activations(model, pick.layer, image, positions_per_image=positions, progress=False)
+    assert everywhere.map_size == pick.map_size and everywhere.image_size == (size, size)
+    assert len(everywhere) == positions and everywhere.vectors.dim() == 2
+    rows, columns = everywhere.positions.unbind(1)
+    if pick.map_size == (1, 1):
+        assert (everywhere.positions == -1).all(), "a layer without a map has no positions: (-1, -1)"
+    order = rows.clamp(min=0) * pick.map_size[1] + columns.clamp(min=0)  # each vector's place, row by row
+    assert sorted(order.tolist()) == list(range(positions)), "not every position of the map was collected"
+    expected = _gradient_times_activation(model, pick.layer, image)[:, order].T  # (positions, classes)
+    scale = float(expected.abs().max())
+    assert scale > 1e-6, f"gradient x activation is {scale:.1e} at most: a comparison of zeros would prove nothing"
+
+    results = {}
+    for mode in ("eval", "train"):
+        with _in_mode(model, mode, f"vector_attributions in {mode} mode"):
+            results[mode] = vector_attributions(model, everywhere, image, progress=False)
+            if mode == "train":  # bad input: a clear error, and the model as it was (checked on leaving the block)
+                with pytest.raises(ValueError, match="not the data these activations were collected from"):
+                    vector_attributions(model, everywhere, held_out.images[1:], progress=False)
+                with pytest.raises(ValueError, match=f"images of \\({size // 2}, {size // 2}\\) pixels"):
+                    vector_attributions(model, everywhere, F.interpolate(image, scale_factor=0.5), progress=False)
+                with pytest.raises(ValueError, match=f"class {NUM_CLASSES} does not exist"):
+                    vector_attributions(model, everywhere, image, classes=[0, NUM_CLASSES], progress=False)
+    ours = results["eval"]
+    assert ours.shape == (positions, NUM_CLASSES) and ours.dtype == torch.float32
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4 * scale,
+                               msg=lambda m: f"vector_attributions against autograd's gradient x activation: {m}")
+    # summed over the positions: the whole map's gradient x activation, per class
+    torch.testing.assert_close(ours.sum(dim=0), expected.sum(dim=0), rtol=1e-4, atol=1e-4 * scale * positions ** 0.5)
+    torch.testing.assert_close(results["train"], ours, rtol=1e-5, atol=1e-6 * scale,
+                               msg=lambda m: f"train mode does not give the eval-mode attributions: {m}")
+    if pick.map_size != (1, 1):  # a spatial mean: the mean gradient dotted with the mean vector
+        means = collect_activations(model, pick.layer, image, positions_per_image="mean", progress=False)
+        expected_mean = _gradient_times_activation(model, pick.layer, image, mean=True)[:, 0]
+        torch.testing.assert_close(vector_attributions(model, means, image, progress=False)[0], expected_mean,
+                                   rtol=1e-4, atol=1e-4 * float(expected_mean.abs().max()))
+
+
+@dataclass
+class HeldOutAtlas:
+    images: torch.Tensor  # (ATLAS_IMAGES, 3, size, size): the held-out images and a few more
+    activations: ActivationSet  # two positions per image (one vector per image without a map)
+    attributions: torch.Tensor  # (vectors, NUM_CLASSES), in eval mode
+    atlas: Atlas  # a 2 x 2 grid on a PCA layout, one-step icons: the cells and the regions behind them matter here
+
+
+@pytest.fixture(scope="module")
+def held_out_atlas(held_out) -> HeldOutAtlas:
+    model, size = held_out.model, held_out.arch.size
+    images = torch.cat([held_out.images, _pixels(ATLAS_IMAGES - len(held_out.images), size, torch.Generator().manual_seed(6))])
+    activations = collect_activations(model, ATLAS_PICKS[held_out.name].layer, images, positions_per_image=2,
+                                      progress=False)
+    attributions = vector_attributions(model, activations, images, progress=False)
+    atlas = activation_atlas(model, activations, grid_size=2, min_count=1, atlas_layout="pca", icon_size=size, steps=1,
+                             progress=False, verbose=False)
+    return HeldOutAtlas(images, activations, attributions, atlas)
+
+
+@pytest.mark.parametrize("held_out", list(ATLAS_PICKS), indirect=True)
+def test_atlas_cells_labelled_by_attribution_on_held_out_models(held_out, held_out_atlas):
+    """cell_attribution is the mean of each cell's rows; the labels, their agreement and the two-class focus follow."""
+    model, atlas, attributions = held_out.model, held_out_atlas.atlas, held_out_atlas.attributions
+    activations, grid = held_out_atlas.activations, held_out_atlas.atlas.grid
+    assert attributions.shape == (len(activations), NUM_CLASSES) and torch.isfinite(attributions).all()
+    assert attributions.abs().max() > 1e-6, "all attributions are zero: the cells would all tie"
+    cells = grid.cells.tolist()
+    assert len(cells) >= 2, f"the 2 x 2 grid draws {len(cells)} cell: too few to compare cells"
+    per_cell = cell_attribution(grid, attributions)
+    assert per_cell.shape == (len(cells), NUM_CLASSES)
+    for k, (row, column) in enumerate(cells):
+        torch.testing.assert_close(per_cell[k], attributions[grid.members(row, column)].mean(dim=0), rtol=1e-5, atol=1e-7)
+    labels = attribution_labels(grid, attributions)
+    assert torch.equal(labels, per_cell.argmax(dim=1))
+    best_three = attribution_labels(grid, attributions, top=3)
+    assert best_three.shape == (len(cells), 3) and torch.equal(best_three[:, 0], labels)
+
+    with torch.no_grad():
+        predicted = model(held_out_atlas.images).argmax(dim=1)
+    assert torch.equal(activations.predicted_class, predicted[activations.image_index])
+    members_predict = [set(activations.predicted_class[grid.members(row, column)].tolist()) for row, column in cells]
+    own = torch.tensor([min(classes) for classes in members_predict])
+    assert label_agreement(grid, own, activations) == 1.0, "each cell labelled with a class its own images predict"
+    foreign = torch.tensor([min(set(range(NUM_CLASSES)) - classes) for classes in members_predict])
+    assert label_agreement(grid, foreign, activations.predicted_class) == 0.0
+    mixed = torch.where(torch.arange(len(cells)) == 0, own, foreign)
+    assert label_agreement(grid, mixed, activations) == pytest.approx(1 / len(cells))
+    assert 0.0 <= label_agreement(grid, labels, activations) <= 1.0
+
+    first, second = int(predicted[0]), (int(predicted[0]) + 1) % NUM_CLASSES
+    kept, lean = attribution_focused_vectors(attributions, (first, second), keep=5)
+    tops = {index for column in (first, second) for index in attributions[:, column].topk(5).indices.tolist()}
+    assert kept.tolist() == sorted(tops), "not the five vectors most attributed to each of the two classes"
+    assert torch.equal(lean, attributions[kept, first] - attributions[kept, second])
+
+
+@pytest.mark.parametrize("held_out", list(ATLAS_PICKS), indirect=True)
+def test_atlas_patch_attack_on_held_out_models(held_out, held_out_atlas):
+    """Crops behind a cell, the best one, pasted at the model's own input size: each figure equals the forward passes
+    written out here, in eval and in train mode. The ViT's pooled vectors have no region behind them: a clear error."""
+    import matplotlib.pyplot as plt
+
+    model, images, size = held_out.model, held_out_atlas.images, held_out.arch.size
+    atlas, activations, pick = held_out_atlas.atlas, held_out_atlas.activations, ATLAS_PICKS[held_out.name]
+    counts = atlas.grid.counts[atlas.cells[:, 0], atlas.cells[:, 1]]
+    cell = tuple(atlas.cells[int(counts.argmax())].tolist())  # the fullest cell
+    controls_count = min(2, len(atlas.cells) - 1)
+    if pick.map_size == (1, 1):  # no map: no image region behind a vector, whatever the cell
+        with _in_mode(model, "train", "the ViT's crops"):
+            with pytest.raises(ValueError, match="no image region behind a vector"):
+                cell_crops(atlas, *cell, images)
+            with pytest.raises(ValueError, match="no image region behind a vector"):
+                control_patches(atlas, images, exclude_cells=[cell], count=1)
+        side = size // 2
+        crops, controls = images[:3, :, :side, :side], images[3:3 + controls_count, :, side:, side:]
+    else:
+        members = atlas.grid.members(*cell)
+        crops = cell_crops(atlas, *cell, images)
+        stride = size / pick.map_size[0]
+        side = min(size, round(3 * stride))  # three map strides
+        assert crops.shape == (len(members), 3, side, side)
+        member = int(members[0])  # its crop: the square centred on its map position, inside its own image
+        row, column = activations.positions[member].tolist()
+        top, left = (min(max(round((p + 0.5) * stride - side / 2), 0), size - side) for p in (row, column))
+        assert torch.equal(crops[0], images[int(activations.image_index[member]), :, top:top + side, left:left + side])
+        controls = control_patches(atlas, images, exclude_cells=[cell], count=controls_count, seed=1)
+        assert controls.shape == (controls_count, 3, side, side)
+
+    # what the helpers must give, written out with plain forward passes in eval mode
+    sizes, places = (0.25, 0.5), ("top left", "centre")
+    with torch.no_grad():
+        clean = model(images).softmax(dim=1)
+        target = int(clean.mean(dim=0).argmin())  # a class the images are far from: most of them count
+        seen_alone = F.interpolate(crops, size=(size, size), mode="bilinear", align_corners=False,
+                                   antialias=size < side).clamp(0, 1)
+        crop_probabilities = model(seen_alone).softmax(dim=1)[:, target]
+        patch = crops[int(crop_probabilities.argmax())]
+        patched = {(i, j): model(paste_patch(images, patch, size=s, place=p)).softmax(dim=1)
+                   for i, s in enumerate(sizes) for j, p in enumerate(places)}
+    eligible = clean.argmax(dim=1) != target
+
+    image_size = None if held_out.name == "vit_tiny" else size  # the ViT says its own size (32 px)
+    results = {}
+    for mode in ("eval", "train"):
+        with _in_mode(model, mode, f"the patch helpers in {mode} mode"):
+            chosen, index, probabilities = choose_patch(model, crops, target, image_size=image_size,
+                                                        return_probabilities=True)
+            attack = patch_flip_rate(model, images, chosen, target, sizes=sizes, places=places, progress=False)
+            control = patch_flip_rate(model, images, controls, target, sizes=(0.25,), places=("bottom right",),
+                                      progress=False)
+            figure = draw_patch_attack(images[:2], paste_patch(images[:2], chosen, size=0.5, place="centre"), model,
+                                       target_class=target, count=2)
+            titles = [ax.get_title() for ax in figure.axes]
+            plt.close(figure)
+            results[mode] = (index, probabilities, attack, control, titles)
+            if mode == "train":  # bad input: a clear error, and the model as it was (checked on leaving the block)
+                with pytest.raises(ValueError, match="larger than"):
+                    patch_flip_rate(model, images, chosen, target, sizes=(size + 1,), progress=False)
+                with pytest.raises(ValueError, match=f"class {NUM_CLASSES} does not exist"):
+                    patch_flip_rate(model, images, chosen, NUM_CLASSES, sizes=(0.25,), places=("centre",), progress=False)
+                if held_out.name == "cifar_cnn":  # its Linear head takes 32 px only: the default 224 px fails
+                    with pytest.raises(RuntimeError, match="image_size=32"):
+                        choose_patch(model, crops, target)
+
+    index, probabilities, attack, control, titles = results["eval"]
+    torch.testing.assert_close(probabilities, crop_probabilities, rtol=1e-4, atol=1e-6)
+    assert index == int(crop_probabilities.argmax())
+    assert attack.sizes == [round(s * size) for s in sizes] and attack.places == list(places)
+    assert attack.flip_rate.shape == (2, 2) and attack.predictions.shape == (2, 2, len(images))
+    assert torch.equal(attack.clean_predictions, clean.argmax(dim=1)) and attack.eligible == int(eligible.sum())
+    for (i, j), with_patch in patched.items():
+        top = with_patch.argmax(dim=1)
+        assert torch.equal(attack.predictions[i, j], top), f"size {sizes[i]}, {places[j]}: other top-1 classes"
+        if eligible.any():
+            assert attack.flip_rate[i, j] == pytest.approx(float((top[eligible] == target).float().mean()))
+        assert attack.change_rate[i, j] == pytest.approx(float((top != clean.argmax(dim=1)).float().mean()))
+        assert attack.target_gain[i, j] == pytest.approx(float((with_patch - clean)[:, target].mean()), abs=1e-5)
+    assert control.patch_count == controls_count and control.flip_rate.shape == (1, 1)
+    assert len(titles) == 4 and f"class {int(clean[0].argmax())} " in titles[0]
+    train_index, train_probabilities, train_attack, train_control, train_titles = results["train"]
+    assert train_index == index and torch.equal(train_attack.predictions, attack.predictions), "train mode changes it"
+    torch.testing.assert_close(train_probabilities, probabilities, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(train_attack.target_gain, attack.target_gain, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(train_control.target_gain, control.target_gain, rtol=1e-5, atol=1e-7)
+    assert train_titles == titles
+
+
+@pytest.mark.parametrize("held_out", ["vit_tiny"], indirect=True)
+def test_vit_tokens_get_a_clear_error_from_the_atlas(held_out):
+    """A ViT block gives tokens (N, 17, 192), not a map of positions: collecting or attributing them says what to
+    pick instead, and leaves the model (in train mode) as it was."""
+    model, images = held_out.model, held_out.images
+    with _in_mode(model, "train", "the ViT's tokens"):
+        with pytest.raises(ValueError, match=r"\(N, C, H, W\) maps or \(N, C\) vectors"):
+            collect_activations(model, "blocks.5", images, progress=False)
+        tokens = ActivationSet("blocks.5", torch.rand(2, 192), torch.arange(2), torch.zeros(2, 2, dtype=torch.long),
+                               None, (4, 4), (32, 32), 2)  # as if the tokens were a 4 x 4 map
+        with pytest.raises(ValueError, match=r"blocks\.5.*\(N, C, H, W\) maps or \(N, C\) vectors"):
+            vector_attributions(model, tokens, images, progress=False)

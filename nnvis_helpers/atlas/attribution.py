@@ -197,12 +197,44 @@ def _batch_attributions(
         rank = ranks[rows]
         result = torch.empty(len(rows), logits.shape[1])
         slots = int(rank.max()) + 1
-        for slot in range(slots):  # one vector per image and slot, so one tangent holds a whole batch's slot
-            pick = rank == slot
-            picked_image = image[pick].to(maps.device)
-            tangent = _tangent(maps.detach(), picked_image, positions[pick].to(maps.device))
-            (products,) = torch.autograd.grad(pullback, probe, tangent, retain_graph=slot < slots - 1)
-            result[pick] = products[picked_image].float().cpu()
+        try:
+            for slot in range(slots):  # one vector per image and slot, so one tangent holds a whole batch's slot
+                pick = rank == slot
+                picked_image = image[pick].to(maps.device)
+                tangent = _tangent(maps.detach(), picked_image, positions[pick].to(maps.device))
+                (products,) = torch.autograd.grad(pullback, probe, tangent, retain_graph=slot < slots - 1)
+                result[pick] = products[picked_image].float().cpu()
+        except RuntimeError as error:
+            if "not implemented" not in str(error):
+                raise
+            # PyTorch has no second derivative for a few ops ("derivative for aten::hardsigmoid_backward is not
+            # implemented": MobileNet-V3's squeeze-excitation blocks), so the trick above fails there.
+            del pullback, probe, logits
+            result = _per_class_attributions(model, hook, images, image, positions, classes)
+    return result
+
+
+def _per_class_attributions(
+    model: nn.Module, hook: _LeafOutput, images: torch.Tensor, image: torch.Tensor, positions: torch.Tensor,
+    classes: torch.Tensor | None,
+) -> torch.Tensor:
+    """The same attributions (R, K) with one backward pass per class and no second derivative (slower for many classes).
+
+    The gradient g = d logit_c / d z, taken where each vector sat (at its position, or its spatial mean for a
+    mean vector), dotted with the vector: what the Jacobian-vector product of ``_tangent`` gives.
+    """
+    hook.leaf = None
+    logits = class_scores(model(images))  # a fresh graph: the failed second backward may have freed the first one
+    if classes is not None:
+        logits = logits[:, classes.to(logits.device)]
+    maps = hook.leaf
+    image, positions = image.to(maps.device), positions.to(maps.device)
+    vectors = _vectors_at(maps.detach(), image, positions)
+    result = torch.empty(len(image), logits.shape[1])
+    for column in range(logits.shape[1]):
+        # eval mode: image i's logit depends on image i alone, so the gradient of the batch's sum is each image's own
+        (gradient,) = torch.autograd.grad(logits[:, column].sum(), maps, retain_graph=column < logits.shape[1] - 1)
+        result[:, column] = (_vectors_at(gradient, image, positions) * vectors).sum(dim=1).float().cpu()
     return result
 
 
