@@ -266,6 +266,25 @@ def test_choose_patch_picks_the_crop_the_model_likes():
         choose_patch(model, crops, 2, image_size=32)
 
 
+def test_choose_patch_by_pasting_scores_the_mean_over_the_photos_it_was_given():
+    model = RedDetector().train()
+    photos = _backgrounds(5, 32)
+    dim_red = torch.zeros(3, 12, 12)
+    dim_red[0] = 0.8
+    crops = torch.stack([torch.full((3, 12, 12), 0.5), dim_red, torch.tensor([1.0, 0.0, 0.0])[:, None, None].expand(3, 12, 12)])
+    patch, index, scores = choose_patch(model, crops, RED, into=photos, size=16, place="centre", return_probabilities=True)
+    assert index == 2 and torch.equal(patch, crops[2]) and scores.shape == (3,)
+    with torch.no_grad():
+        expected = model.eval()(paste_patch(photos, crops[1], 16, "centre")).softmax(1)[:, RED].mean()
+    assert scores[1] == pytest.approx(float(expected), abs=1e-6), "the mean probability of the target, pasted"
+    model.train()
+    assert model.training and count_hooks(model) == 0, "the model comes back in train mode, no hooks"
+    with pytest.raises(ValueError, match="larger than the 32x32 images"):
+        choose_patch(model, crops, RED, into=photos, size=40)
+    with pytest.raises(ValueError, match="place must be one of"):
+        choose_patch(model, crops, RED, into=photos, place="middle")
+
+
 def test_patch_flip_rate_red_flips_everything_grey_nothing_model_untouched():
     model = RedDetector().train()
     before = snapshot(model)

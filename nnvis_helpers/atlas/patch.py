@@ -226,17 +226,24 @@ def _check_class(target_class, num_classes: int) -> int:
 
 
 def choose_patch(model: nn.Module, crops: torch.Tensor, target_class: int, background: str = "resize",
-                 image_size: int | None = None, batch_size: int = 32, return_probabilities: bool = False):
-    """The crop (3, s, s) that, seen alone, gives ``target_class`` the highest probability, and its index.
+                 image_size: int | None = None, batch_size: int = 32, return_probabilities: bool = False,
+                 into: torch.Tensor | None = None, size: int | float = 0.3, place: str | tuple[int, int] = "top left"):
+    """The crop (3, s, s) that gives ``target_class`` the highest probability, and its index.
 
-    ``background="resize"``: each crop is stretched to the model's input size ``image_size``
-    (``model.info.input_size``, else 224) and is the whole image; ``"grey"``: each crop sits at
-    its own size in the middle of a grey image of that size, closer to how a pasted patch is
-    seen. The model runs in eval mode without gradients and is given back as it was.
-    ``return_probabilities=True`` adds the target's probability for every crop (K,).
+    Seen alone: ``background="resize"``: each crop is stretched to the model's input size
+    ``image_size`` (``model.info.input_size``, else 224) and is the whole image; ``"grey"``: each
+    crop sits at its own size in the middle of a grey image of that size. Seen as a patch:
+    ``into`` (N, 3, H, W) are photos to paste every crop into (at ``size`` and ``place``, as
+    :func:`paste_patch`), and the crop with the highest mean probability of the target over them
+    wins; keep those photos out of the ones you measure the flip rate on. The model runs in eval
+    mode without gradients and is given back as it was. ``return_probabilities=True`` adds the
+    target's (mean) probability for every crop (K,).
 
     >>> patch, index = choose_patch(model, cell_crops(atlas, 3, 7, photos), scuba_diver)
+    >>> patch, index = choose_patch(model, crops, scuba_diver, into=snorkel_photos[:8], size=0.3)
     """
+    if into is not None:
+        return _choose_by_pasting(model, crops, target_class, into, size, place, batch_size, return_probabilities)
     images, _ = prepare(model, crops, None)
     if background not in ("resize", "grey", "gray"):
         raise ValueError(f"background must be 'resize' (the crop fills the image) or 'grey' (the crop on a grey image), "
@@ -256,9 +263,37 @@ def choose_patch(model: nn.Module, crops: torch.Tensor, target_class: int, backg
         top, left = (side - inner.shape[2]) // 2, (side - inner.shape[3]) // 2
         inputs[:, :, top:top + inner.shape[2], left:left + inner.shape[3]] = inner
     with preserve_model_state(model), torch.no_grad():
-        probabilities = _probabilities(model, inputs, batch_size)
+        try:
+            probabilities = _probabilities(model, inputs, batch_size)
+        except (RuntimeError, ValueError, AssertionError) as error:
+            if image_size is not None:
+                raise
+            raise RuntimeError(
+                f"choose_patch showed the model the crops at {side}x{side} pixels (its default size) and the model "
+                f"failed: {error}\nIf your model needs another input size (a 32 px CIFAR network with a Flatten + "
+                "Linear head, say), pass it: choose_patch(..., image_size=32)."
+            ) from error
     target = _check_class(target_class, probabilities.shape[1])
     scores = probabilities[:, target]
+    index = int(scores.argmax())
+    patch = crops[index].detach().clone()
+    return (patch, index, scores) if return_probabilities else (patch, index)
+
+
+def _choose_by_pasting(model, crops, target_class, into, size, place, batch_size, return_probabilities):
+    crops = check_images(crops, "crops")
+    photos, _ = prepare(model, into, None)
+    batch_size = _whole_number(batch_size, "batch_size")
+    pixels = _patch_pixels(size, crops[0], tuple(photos.shape[2:]))  # size and place checked before any work
+    _corner(place, pixels, tuple(photos.shape[2:]))
+    scores = []
+    with preserve_model_state(model), torch.no_grad():
+        for crop in crops:
+            probabilities = _probabilities(model, _paste(photos, crop, max(pixels), place), batch_size)
+            if not scores:
+                target = _check_class(target_class, probabilities.shape[1])
+            scores.append(probabilities[:, target].mean())
+    scores = torch.stack(scores)
     index = int(scores.argmax())
     patch = crops[index].detach().clone()
     return (patch, index, scores) if return_probabilities else (patch, index)
