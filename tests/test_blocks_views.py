@@ -14,6 +14,7 @@ from nnvis_helpers.blocks import (  # noqa: E402
     NeuronGroups,
     SemanticDictionary,
     blocks_explorer,
+    activation_grid_image,
     draw_activation_grid,
     draw_attribution,
     draw_dictionary,
@@ -75,6 +76,10 @@ def test_the_grid_mosaic_keeps_colour_and_shows_strength_as_bars():
     assert 0.7 < mosaic[4, 12, 1] < 0.8, "a quarter-strength cell is three quarters faded"
     assert not faded.axes[1].patches
     plt.close(faded)
+    assert torch.equal(activation_grid_image(grid), icons.permute(2, 0, 3, 1, 4).reshape(3, 16, 16)), "the icons, as drawn"
+    assert torch.allclose(activation_grid_image(grid, fade=True).permute(1, 2, 0), torch.as_tensor(mosaic).float())
+    with pytest.raises(TypeError, match="ActivationGrid"):
+        activation_grid_image(icons)
 
 
 def test_attribution_and_group_maps_draw_on_given_axes():

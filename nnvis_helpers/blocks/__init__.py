@@ -26,6 +26,7 @@ from .compute import (
 )
 from .views import (
     BlocksExplorer,
+    activation_grid_image,
     blocks_explorer,
     draw_activation_grid,
     draw_attribution,
@@ -40,6 +41,6 @@ __all__ = [
     "ActivationGrid", "Flow", "IconCache", "LayerTarget", "LayerView", "NeuronGroups", "SemanticDictionary",
     "activation_grid", "grid_alignment", "group_attribution", "information_flow", "layer_view", "neuron_groups",
     "semantic_dictionary", "spatial_attribution",
-    "BlocksExplorer", "blocks_explorer", "draw_activation_grid", "draw_attribution", "draw_dictionary", "draw_flow",
+    "BlocksExplorer", "activation_grid_image", "blocks_explorer", "draw_activation_grid", "draw_attribution", "draw_dictionary", "draw_flow",
     "draw_group_map", "draw_groups", "group_colours",
 ]

@@ -106,6 +106,27 @@ def _activation_strength(vectors: torch.Tensor) -> torch.Tensor:
     return norms / norms.max().clamp(min=1e-12)
 
 
+def activation_grid_image(grid: ActivationGrid, fade: bool = False) -> torch.Tensor:
+    """The icons of an activation grid as one picture (3, rows x s, columns x s) in [0, 1], as drawn.
+
+    ``fade=False``: every icon at full colour (what :func:`draw_activation_grid` shows under its
+    strength bars); ``fade=True``: each icon blended towards white by its cell's strength, as the
+    paper's figure does. Measure it with ``colourfulness``.
+
+    >>> colourfulness(activation_grid_image(grid))
+    """
+    if not isinstance(grid, ActivationGrid):
+        raise TypeError(f"grid must be an ActivationGrid (what activation_grid() returns), got {type(grid).__name__}.")
+    rows, columns = grid.cells
+    icon_size = grid.icons.shape[-1]
+    mosaic = grid.icons.permute(0, 3, 1, 4, 2).reshape(rows * icon_size, columns * icon_size, 3).float().cpu()
+    if fade:
+        strength = _activation_strength(grid.vectors).float().cpu()
+        spread = strength.repeat_interleave(icon_size, 0).repeat_interleave(icon_size, 1)
+        mosaic = mosaic * spread[..., None] + (1 - spread[..., None])
+    return mosaic.clamp(0, 1).permute(2, 0, 1).contiguous()
+
+
 def draw_activation_grid(image: torch.Tensor, grid: ActivationGrid, fade: bool = False, title: str | None = None):
     """The photo beside its activation grid: one icon per cell at full colour, a bar for how strongly the cell is active.
 
@@ -119,11 +140,8 @@ def draw_activation_grid(image: torch.Tensor, grid: ActivationGrid, fade: bool =
 
     rows, columns = grid.cells
     icon_size = grid.icons.shape[-1]
-    mosaic = grid.icons.permute(0, 3, 1, 4, 2).reshape(rows * icon_size, columns * icon_size, 3).float()
+    mosaic = activation_grid_image(grid, fade=fade).permute(1, 2, 0)
     strength = _activation_strength(grid.vectors)
-    if fade:
-        spread = strength.repeat_interleave(icon_size, 0).repeat_interleave(icon_size, 1)
-        mosaic = mosaic * spread[..., None] + (1 - spread[..., None])
     figure, axes = plt.subplots(1, 2, figsize=(11, 5.4))
     picture = _picture(image)
     axes[0].imshow(picture)
@@ -132,7 +150,7 @@ def draw_activation_grid(image: torch.Tensor, grid: ActivationGrid, fade: bool =
     for column in range(1, columns):
         axes[0].axvline(column * picture.shape[1] / columns - 0.5, color="white", linewidth=0.6, alpha=0.7)
     axes[0].set_title(f"the photo, cut into the {rows} x {columns} cells", fontsize=10)
-    axes[1].imshow(mosaic.clamp(0, 1).numpy())
+    axes[1].imshow(mosaic.numpy())
     if not fade:
         for (row, column), share in np.ndenumerate(strength.reshape(rows, columns).cpu().numpy()):
             axes[1].add_patch(plt.Rectangle(((column + 0.06) * icon_size - 0.5, (row + 0.04) * icon_size - 0.5),
