@@ -243,7 +243,10 @@ def choose_patch(model: nn.Module, crops: torch.Tensor, target_class: int, backg
     >>> patch, index = choose_patch(model, crops, scuba_diver, into=snorkel_photos[:8], size=0.3)
     """
     if into is not None:
-        return _choose_by_pasting(model, crops, target_class, into, size, place, batch_size, return_probabilities)
+        scores = _pasted_scores(model, crops, target_class, into, size, place, batch_size)
+        index = int(scores.argmax())
+        patch = crops[index].detach().clone()
+        return (patch, index, scores) if return_probabilities else (patch, index)
     images, _ = prepare(model, crops, None)
     if background not in ("resize", "grey", "gray"):
         raise ValueError(f"background must be 'resize' (the crop fills the image) or 'grey' (the crop on a grey image), "
@@ -280,23 +283,19 @@ def choose_patch(model: nn.Module, crops: torch.Tensor, target_class: int, backg
     return (patch, index, scores) if return_probabilities else (patch, index)
 
 
-def _choose_by_pasting(model, crops, target_class, into, size, place, batch_size, return_probabilities):
+def _pasted_scores(model, crops, target_class, into, size, place, batch_size) -> torch.Tensor:
+    """The target's mean probability over the photos ``into`` with each crop pasted in (K,)."""
     crops = check_images(crops, "crops")
     photos, _ = prepare(model, into, None)
     batch_size = _whole_number(batch_size, "batch_size")
     pixels = _patch_pixels(size, crops[0], tuple(photos.shape[2:]))  # size and place checked before any work
     _corner(place, pixels, tuple(photos.shape[2:]))
-    scores = []
     with preserve_model_state(model), torch.no_grad():
-        for crop in crops:
-            probabilities = _probabilities(model, _paste(photos, crop, max(pixels), place), batch_size)
-            if not scores:
-                target = _check_class(target_class, probabilities.shape[1])
-            scores.append(probabilities[:, target].mean())
-    scores = torch.stack(scores)
-    index = int(scores.argmax())
-    patch = crops[index].detach().clone()
-    return (patch, index, scores) if return_probabilities else (patch, index)
+        pasted = (_probabilities(model, _paste(photos, crop, max(pixels), place), batch_size) for crop in crops)
+        first = next(pasted)
+        target = _check_class(target_class, first.shape[1])
+        scores = [first[:, target].mean()] + [probabilities[:, target].mean() for probabilities in pasted]
+    return torch.stack(scores)
 
 
 # ---------------------------------------------------------------------------------------------
